@@ -1,0 +1,397 @@
+"""ILPv4 packets (RFC 27): Prepare, Fulfill, Reject, error codes, F08 data. Sans-I/O.
+
+Wire layout (every packet is ``u8 type || varoct contents``)::
+
+    Prepare (12)  u64 amount | 17-byte timestamp expires_at | 32-byte condition | ascii destination | varoct data
+    Fulfill (13)  32-byte fulfillment | varoct data
+    Reject  (14)  3-byte code | ascii triggered_by | utf8 message | varoct data
+
+Decoding is strict about the envelope (nothing may follow it) and lenient inside it: bytes after
+the last field of the contents are ignored, as RFC 27 asks for extensibility. ``triggered_by`` may be
+empty (JS STREAM receivers send that). See docs/decisions.md.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import struct
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final
+
+from .address import MAX_ADDRESS_LENGTH, is_valid_address, validate_address
+from .errors import DecodeError, EncodeError
+from .oer import (
+    MAX_UINT64,
+    Buffer,
+    Reader,
+    decode_ilp_timestamp,
+    encode_ilp_timestamp,
+    encode_length,
+)
+
+__all__ = [
+    "MAX_DATA_SIZE",
+    "MAX_MESSAGE_SIZE",
+    "AmountTooLargeData",
+    "ErrorCode",
+    "ErrorKind",
+    "Fulfill",
+    "IlpPacket",
+    "PacketType",
+    "Prepare",
+    "Reject",
+    "decode_packet",
+    "encode_packet",
+    "is_fulfillment_valid",
+]
+
+MAX_DATA_SIZE: Final = 32767
+MAX_MESSAGE_SIZE: Final = 8191
+
+
+class PacketType(enum.IntEnum):
+    PREPARE = 12
+    FULFILL = 13
+    REJECT = 14
+
+
+class ErrorKind(enum.Enum):
+    """The class of an ILP error code, from its first letter."""
+
+    FINAL = "F"
+    TEMPORARY = "T"
+    RELATIVE = "R"
+
+
+_ERROR_NAMES: Final = {
+    "F00": "Bad Request",
+    "F01": "Invalid Packet",
+    "F02": "Unreachable",
+    "F03": "Invalid Amount",
+    "F04": "Insufficient Destination Amount",
+    "F05": "Wrong Condition",
+    "F06": "Unexpected Payment",
+    "F07": "Cannot Receive",
+    "F08": "Amount Too Large",
+    "F09": "Invalid Peer Response",
+    "F99": "Application Error",
+    "T00": "Internal Error",
+    "T01": "Peer Unreachable",
+    "T02": "Peer Busy",
+    "T03": "Connector Busy",
+    "T04": "Insufficient Liquidity",
+    "T05": "Rate Limited",
+    "T99": "Application Error",
+    "R00": "Transfer Timed Out",
+    "R01": "Insufficient Source Amount",
+    "R02": "Insufficient Timeout",
+    "R99": "Application Error",
+}
+
+
+class ErrorCode(str):
+    """A three-character ILP error code such as ``"F02"``; compares equal to the plain string.
+
+    Unknown codes are kept as they are. The class comes from the first letter; a code with an
+    unknown first letter counts as final, as RFC 27 advises.
+    """
+
+    __slots__ = ()
+
+    F00_BAD_REQUEST: ErrorCode
+    F01_INVALID_PACKET: ErrorCode
+    F02_UNREACHABLE: ErrorCode
+    F03_INVALID_AMOUNT: ErrorCode
+    F04_INSUFFICIENT_DESTINATION_AMOUNT: ErrorCode
+    F05_WRONG_CONDITION: ErrorCode
+    F06_UNEXPECTED_PAYMENT: ErrorCode
+    F07_CANNOT_RECEIVE: ErrorCode
+    F08_AMOUNT_TOO_LARGE: ErrorCode
+    F99_APPLICATION_ERROR: ErrorCode
+    T00_INTERNAL_ERROR: ErrorCode
+    T01_PEER_UNREACHABLE: ErrorCode
+    T02_PEER_BUSY: ErrorCode
+    T03_CONNECTOR_BUSY: ErrorCode
+    T04_INSUFFICIENT_LIQUIDITY: ErrorCode
+    T05_RATE_LIMITED: ErrorCode
+    T99_APPLICATION_ERROR: ErrorCode
+    R00_TRANSFER_TIMED_OUT: ErrorCode
+    R01_INSUFFICIENT_SOURCE_AMOUNT: ErrorCode
+    R02_INSUFFICIENT_TIMEOUT: ErrorCode
+    R99_APPLICATION_ERROR: ErrorCode
+
+    def __new__(cls, code: str) -> ErrorCode:
+        if len(code) != 3 or not code.isascii():
+            raise EncodeError(f"an ILP error code is 3 ASCII characters, got {code!r}")
+        return super().__new__(cls, code)
+
+    @property
+    def kind(self) -> ErrorKind:
+        first = self[0]
+        if first == "T":
+            return ErrorKind.TEMPORARY
+        if first == "R":
+            return ErrorKind.RELATIVE
+        return ErrorKind.FINAL
+
+    @property
+    def is_final(self) -> bool:
+        return self.kind is ErrorKind.FINAL
+
+    @property
+    def is_temporary(self) -> bool:
+        return self.kind is ErrorKind.TEMPORARY
+
+    @property
+    def is_relative(self) -> bool:
+        return self.kind is ErrorKind.RELATIVE
+
+    @property
+    def description(self) -> str:
+        """The standard name (``"Unreachable"``), or ``"Unknown Error"``."""
+        return _ERROR_NAMES.get(str(self), "Unknown Error")
+
+
+for _code, _name in _ERROR_NAMES.items():
+    if _code != "F09":
+        setattr(ErrorCode, f"{_code}_{_name.upper().replace(' ', '_')}", ErrorCode(_code))
+
+
+def _check_bytes(value: bytes, size: int, what: str) -> None:
+    if not isinstance(value, bytes) or len(value) != size:
+        raise EncodeError(f"{what} must be {size} bytes")
+
+
+def _check_data(data: bytes) -> None:
+    if len(data) > MAX_DATA_SIZE:
+        raise EncodeError(f"data is {len(data)} bytes, over the limit of {MAX_DATA_SIZE}")
+
+
+@dataclass(frozen=True, slots=True)
+class Prepare:
+    """An ILP Prepare: money on hold, released by the fulfillment of ``execution_condition``."""
+
+    amount: int
+    expires_at: datetime
+    execution_condition: bytes
+    destination: str
+    data: bytes = b""
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.amount <= MAX_UINT64:
+            raise EncodeError(f"amount {self.amount} is not an unsigned 64-bit integer")
+        if self.expires_at.tzinfo is None:
+            raise EncodeError("expires_at must be timezone-aware (UTC)")
+        _check_bytes(self.execution_condition, 32, "execution_condition")
+        validate_address(self.destination)
+        _check_data(self.data)
+
+    def encode(self) -> bytes:
+        dest = self.destination.encode("ascii")
+        data = self.data
+        body = b"".join(
+            (
+                _pack_u64(self.amount),
+                encode_ilp_timestamp(self.expires_at),
+                self.execution_condition,
+                encode_length(len(dest)),
+                dest,
+                encode_length(len(data)),
+                data,
+            )
+        )
+        return b"\x0c" + encode_length(len(body)) + body
+
+    @classmethod
+    def decode(cls, data: Buffer) -> Prepare:
+        packet = decode_packet(data)
+        if not isinstance(packet, Prepare):
+            raise DecodeError(f"expected a Prepare, got a {type(packet).__name__}", field="type", offset=0)
+        return packet
+
+
+@dataclass(frozen=True, slots=True)
+class Fulfill:
+    """An ILP Fulfill: the preimage of the Prepare's condition, and end-to-end data."""
+
+    fulfillment: bytes
+    data: bytes = b""
+
+    def __post_init__(self) -> None:
+        _check_bytes(self.fulfillment, 32, "fulfillment")
+        _check_data(self.data)
+
+    def encode(self) -> bytes:
+        data = self.data
+        body = b"".join((self.fulfillment, encode_length(len(data)), data))
+        return b"\x0d" + encode_length(len(body)) + body
+
+    @classmethod
+    def decode(cls, data: Buffer) -> Fulfill:
+        packet = decode_packet(data)
+        if not isinstance(packet, Fulfill):
+            raise DecodeError(f"expected a Fulfill, got a {type(packet).__name__}", field="type", offset=0)
+        return packet
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    """An ILP Reject. ``triggered_by`` may be empty; ``code`` is an :class:`ErrorCode`."""
+
+    code: ErrorCode
+    triggered_by: str = ""
+    message: str = ""
+    data: bytes = b""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.code, ErrorCode):
+            object.__setattr__(self, "code", ErrorCode(self.code))
+        if self.triggered_by:
+            validate_address(self.triggered_by)
+        if len(self.message.encode("utf-8")) > MAX_MESSAGE_SIZE:
+            raise EncodeError(f"reject message is over the limit of {MAX_MESSAGE_SIZE} bytes")
+        _check_data(self.data)
+
+    def encode(self) -> bytes:
+        by = self.triggered_by.encode("ascii")
+        message = self.message.encode("utf-8")
+        data = self.data
+        body = b"".join(
+            (
+                self.code.encode("ascii"),
+                encode_length(len(by)),
+                by,
+                encode_length(len(message)),
+                message,
+                encode_length(len(data)),
+                data,
+            )
+        )
+        return b"\x0e" + encode_length(len(body)) + body
+
+    @classmethod
+    def decode(cls, data: Buffer) -> Reject:
+        packet = decode_packet(data)
+        if not isinstance(packet, Reject):
+            raise DecodeError(f"expected a Reject, got a {type(packet).__name__}", field="type", offset=0)
+        return packet
+
+    def amount_too_large(self) -> AmountTooLargeData | None:
+        """The F08 data of this reject, or ``None`` if it is not F08 or carries no valid data."""
+        if self.code != "F08":
+            return None
+        try:
+            return AmountTooLargeData.decode(self.data)
+        except DecodeError:
+            return None
+
+
+IlpPacket = Prepare | Fulfill | Reject
+
+_U64 = struct.Struct(">Q")
+_pack_u64 = _U64.pack
+_unpack_u64 = _U64.unpack_from
+_new = object.__new__
+_set = object.__setattr__
+
+
+@dataclass(frozen=True, slots=True)
+class AmountTooLargeData:
+    """F08 data: the amount that arrived and the most the connector accepts, in its units."""
+
+    received_amount: int
+    maximum_amount: int
+
+    def encode(self) -> bytes:
+        for value in (self.received_amount, self.maximum_amount):
+            if not 0 <= value <= MAX_UINT64:
+                raise EncodeError(f"amount {value} is not an unsigned 64-bit integer")
+        return _pack_u64(self.received_amount) + _pack_u64(self.maximum_amount)
+
+    @classmethod
+    def decode(cls, data: Buffer) -> AmountTooLargeData:
+        reader = Reader(data)
+        received = reader.read_u64("f08.received_amount")
+        maximum = reader.read_u64("f08.maximum_amount")
+        reader.expect_end("f08")
+        return cls(received, maximum)
+
+
+def _decode_prepare(r: Reader) -> Prepare:
+    amount = r.read_u64("prepare.amount")
+    pos = r.pos
+    expires_at = decode_ilp_timestamp(r.read_bytes(17, "prepare.expires_at"), "prepare.expires_at", pos)
+    condition = r.read_bytes(32, "prepare.execution_condition")
+    pos = r.pos
+    destination = r.read_ascii("prepare.destination", MAX_ADDRESS_LENGTH)
+    if not is_valid_address(destination):
+        raise DecodeError(f"invalid ILP address {destination[:80]!r}", field="prepare.destination", offset=pos)
+    data = r.read_var_octets("prepare.data", MAX_DATA_SIZE)
+    p: Prepare = _new(Prepare)
+    _set(p, "amount", amount)
+    _set(p, "expires_at", expires_at)
+    _set(p, "execution_condition", condition)
+    _set(p, "destination", destination)
+    _set(p, "data", data)
+    return p
+
+
+def _decode_fulfill(r: Reader) -> Fulfill:
+    fulfillment = r.read_bytes(32, "fulfill.fulfillment")
+    data = r.read_var_octets("fulfill.data", MAX_DATA_SIZE)
+    f: Fulfill = _new(Fulfill)
+    _set(f, "fulfillment", fulfillment)
+    _set(f, "data", data)
+    return f
+
+
+def _decode_reject(r: Reader) -> Reject:
+    pos = r.pos
+    raw_code = r.read_bytes(3, "reject.code")
+    if not raw_code.isascii():
+        raise DecodeError(f"error code {raw_code!r} is not ASCII", field="reject.code", offset=pos)
+    pos = r.pos
+    triggered_by = r.read_ascii("reject.triggered_by", MAX_ADDRESS_LENGTH)
+    if triggered_by and not is_valid_address(triggered_by):
+        raise DecodeError(
+            f"invalid ILP address {triggered_by[:80]!r}", field="reject.triggered_by", offset=pos
+        )
+    message = r.read_utf8("reject.message", MAX_MESSAGE_SIZE)
+    data = r.read_var_octets("reject.data", MAX_DATA_SIZE)
+    j: Reject = _new(Reject)
+    _set(j, "code", ErrorCode(raw_code.decode("ascii")))
+    _set(j, "triggered_by", triggered_by)
+    _set(j, "message", message)
+    _set(j, "data", data)
+    return j
+
+
+_DECODERS = {12: _decode_prepare, 13: _decode_fulfill, 14: _decode_reject}
+
+
+def decode_packet(data: Buffer) -> IlpPacket:
+    """Decode an ILP Prepare, Fulfill or Reject; raises only :class:`DecodeError`."""
+    r = Reader(data)
+    kind = r.read_u8("type")
+    decoder = _DECODERS.get(kind)
+    if decoder is None:
+        raise DecodeError(
+            f"unknown ILP packet type {kind} (expected 12 Prepare, 13 Fulfill, 14 Reject)",
+            field="type",
+            offset=0,
+        )
+    contents = r.read_var_octets_reader("contents")
+    r.expect_end("packet")
+    return decoder(contents)
+
+
+def encode_packet(packet: IlpPacket) -> bytes:
+    """Encode any ILP packet (same as ``packet.encode()``)."""
+    return packet.encode()
+
+
+def is_fulfillment_valid(fulfillment: bytes, condition: bytes) -> bool:
+    """True if ``sha256(fulfillment) == condition``."""
+    return hashlib.sha256(fulfillment).digest() == condition

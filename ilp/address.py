@@ -22,7 +22,18 @@ __all__ = [
 ]
 
 MAX_ADDRESS_LENGTH: Final = 1023
-SCHEMES: Final = ("g", "private", "example", "peer", "self", "test", "test1", "test2", "test3", "local")
+SCHEMES: Final = (
+    "g",
+    "private",
+    "example",
+    "peer",
+    "self",
+    "test",
+    "test1",
+    "test2",
+    "test3",
+    "local",
+)
 
 _ADDRESS = re.compile(r"(?:g|private|example|peer|self|test[1-3]?|local)(?:\.[a-zA-Z0-9_~-]+)+")
 _SEGMENT = re.compile(r"[a-zA-Z0-9_~-]+")

@@ -147,7 +147,9 @@ class Reader:
         if n == 0:
             raise DecodeError("indefinite length (0x80) is not allowed", field=field, offset=start)
         if n > 8:
-            raise DecodeError(f"length determinant of {n} bytes is too long", field=field, offset=start)
+            raise DecodeError(
+                f"length determinant of {n} bytes is too long", field=field, offset=start
+            )
         pos = self._need(n, field)
         raw = self.data[pos : pos + n]
         value = int.from_bytes(raw, "big")
@@ -164,7 +166,9 @@ class Reader:
         start = self.pos
         n = self.read_length(field)
         if max_size is not None and n > max_size:
-            raise DecodeError(f"{n} bytes is over the limit of {max_size}", field=field, offset=start)
+            raise DecodeError(
+                f"{n} bytes is over the limit of {max_size}", field=field, offset=start
+            )
         pos = self._need(n, field)
         return self.data[pos : pos + n]
 
@@ -221,7 +225,9 @@ class Reader:
             return raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise DecodeError(
-                f"text is not valid UTF-8 (byte {exc.start} of the string)", field=field, offset=start
+                f"text is not valid UTF-8 (byte {exc.start} of the string)",
+                field=field,
+                offset=start,
             ) from None
 
     def expect_end(self, field: str) -> None:
@@ -337,7 +343,7 @@ def decode_uint(data: Buffer, size: int) -> int:
 # Time
 
 _DAYS = (0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
-_MS = timedelta(milliseconds=1)
+_fromisoformat = datetime.fromisoformat
 
 
 def _check_fields(year: int, month: int, day: int, hour: int, minute: int, second: int) -> str:
@@ -364,20 +370,20 @@ def decode_ilp_timestamp(raw: bytes, field: str = "timestamp", offset: int = 0) 
             field=field,
             offset=offset,
         )
-    year = int(raw[0:4])
-    month = int(raw[4:6])
-    day = int(raw[6:8])
-    hour = int(raw[8:10])
-    minute = int(raw[10:12])
-    second = int(raw[12:14])
-    problem = _check_fields(year, month, day, hour, minute, second)
-    if not problem:
-        try:
-            return datetime(
-                year, month, day, hour, minute, second, int(raw[14:17]) * 1000, tzinfo=UTC
-            )
-        except ValueError as exc:  # 29 February in a year that has none
-            problem = str(exc)
+    text = raw.decode("ascii")
+    try:
+        # The digits are checked above, so this parses exactly YYYYMMDD T HHmmSS . fff, and
+        # datetime checks every range (month 13, hour 24, second 60, 29 February...).
+        return _fromisoformat(f"{text[0:8]}T{text[8:14]}.{text[14:17]}+00:00")
+    except ValueError as exc:
+        problem = _check_fields(
+            int(raw[0:4]),
+            int(raw[4:6]),
+            int(raw[6:8]),
+            int(raw[8:10]),
+            int(raw[10:12]),
+            int(raw[12:14]),
+        ) or str(exc)
     raise DecodeError(f"invalid timestamp {raw.decode()}: {problem}", field=field, offset=offset)
 
 
@@ -401,7 +407,9 @@ def encode_ilp_timestamp(dt: datetime) -> bytes:
     )
 
 
-def decode_generalized_time(raw: bytes, field: str = "generalized_time", offset: int = 0) -> datetime:
+def decode_generalized_time(
+    raw: bytes, field: str = "generalized_time", offset: int = 0
+) -> datetime:
     """Decode ``YYYYMMDDHHmmSS[.f{1,3}]Z`` (the text, without its length prefix).
 
     Lenient where implementations differ: 1 to 3 fraction digits, trailing zeros allowed
@@ -409,7 +417,9 @@ def decode_generalized_time(raw: bytes, field: str = "generalized_time", offset:
     """
 
     def bad(why: str) -> DecodeError:
-        return DecodeError(f"invalid GeneralizedTime {bytes(raw)!r}: {why}", field=field, offset=offset)
+        return DecodeError(
+            f"invalid GeneralizedTime {bytes(raw)!r}: {why}", field=field, offset=offset
+        )
 
     if len(raw) < 15 or not raw.endswith(b"Z"):
         raise bad("expected YYYYMMDDHHmmSS[.fff]Z")
@@ -429,7 +439,9 @@ def decode_generalized_time(raw: bytes, field: str = "generalized_time", offset:
     if problem:
         raise bad(problem)
     try:
-        dt = datetime(year, month, day, hour, minute, 59 if leap else second, millis * 1000, tzinfo=UTC)
+        dt = datetime(
+            year, month, day, hour, minute, 59 if leap else second, millis * 1000, tzinfo=UTC
+        )
     except ValueError as exc:
         raise bad(str(exc)) from None
     # RFC 30 allows a leap second; datetime cannot hold one, so it becomes the next second.

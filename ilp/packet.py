@@ -16,9 +16,10 @@ from __future__ import annotations
 import enum
 import hashlib
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
+from typing import Any, Final
 
 from .address import MAX_ADDRESS_LENGTH, is_valid_address, validate_address
 from .errors import DecodeError, EncodeError
@@ -208,7 +209,9 @@ class Prepare:
     def decode(cls, data: Buffer) -> Prepare:
         packet = decode_packet(data)
         if not isinstance(packet, Prepare):
-            raise DecodeError(f"expected a Prepare, got a {type(packet).__name__}", field="type", offset=0)
+            raise DecodeError(
+                f"expected a Prepare, got a {type(packet).__name__}", field="type", offset=0
+            )
         return packet
 
 
@@ -232,7 +235,9 @@ class Fulfill:
     def decode(cls, data: Buffer) -> Fulfill:
         packet = decode_packet(data)
         if not isinstance(packet, Fulfill):
-            raise DecodeError(f"expected a Fulfill, got a {type(packet).__name__}", field="type", offset=0)
+            raise DecodeError(
+                f"expected a Fulfill, got a {type(packet).__name__}", field="type", offset=0
+            )
         return packet
 
 
@@ -275,7 +280,9 @@ class Reject:
     def decode(cls, data: Buffer) -> Reject:
         packet = decode_packet(data)
         if not isinstance(packet, Reject):
-            raise DecodeError(f"expected a Reject, got a {type(packet).__name__}", field="type", offset=0)
+            raise DecodeError(
+                f"expected a Reject, got a {type(packet).__name__}", field="type", offset=0
+            )
         return packet
 
     def amount_too_large(self) -> AmountTooLargeData | None:
@@ -294,6 +301,7 @@ _U64 = struct.Struct(">Q")
 _pack_u64 = _U64.pack
 _unpack_u64 = _U64.unpack_from
 _new = object.__new__
+_fromisoformat = datetime.fromisoformat
 _set = object.__setattr__
 
 
@@ -322,12 +330,16 @@ class AmountTooLargeData:
 def _decode_prepare(r: Reader) -> Prepare:
     amount = r.read_u64("prepare.amount")
     pos = r.pos
-    expires_at = decode_ilp_timestamp(r.read_bytes(17, "prepare.expires_at"), "prepare.expires_at", pos)
+    expires_at = decode_ilp_timestamp(
+        r.read_bytes(17, "prepare.expires_at"), "prepare.expires_at", pos
+    )
     condition = r.read_bytes(32, "prepare.execution_condition")
     pos = r.pos
     destination = r.read_ascii("prepare.destination", MAX_ADDRESS_LENGTH)
     if not is_valid_address(destination):
-        raise DecodeError(f"invalid ILP address {destination[:80]!r}", field="prepare.destination", offset=pos)
+        raise DecodeError(
+            f"invalid ILP address {destination[:80]!r}", field="prepare.destination", offset=pos
+        )
     data = r.read_var_octets("prepare.data", MAX_DATA_SIZE)
     p: Prepare = _new(Prepare)
     _set(p, "amount", amount)
@@ -368,11 +380,25 @@ def _decode_reject(r: Reader) -> Reject:
     return j
 
 
-_DECODERS = {12: _decode_prepare, 13: _decode_fulfill, 14: _decode_reject}
+_DECODERS: dict[int, Callable[[Reader], IlpPacket]] = {
+    12: _decode_prepare,
+    13: _decode_fulfill,
+    14: _decode_reject,
+}
 
 
 def decode_packet(data: Buffer) -> IlpPacket:
     """Decode an ILP Prepare, Fulfill or Reject; raises only :class:`DecodeError`."""
+    if type(data) is not bytes:
+        data = bytes(data)
+    if data[:1] == b"\x0c":
+        prepare = _decode_prepare_fast(data)
+        if prepare is not None:
+            return prepare
+    return _decode_packet_checked(data)
+
+
+def _decode_packet_checked(data: bytes) -> IlpPacket:
     r = Reader(data)
     kind = r.read_u8("type")
     decoder = _DECODERS.get(kind)
@@ -385,6 +411,87 @@ def decode_packet(data: Buffer) -> IlpPacket:
     contents = r.read_var_octets_reader("contents")
     r.expect_end("packet")
     return decoder(contents)
+
+
+def _decode_prepare_fast(data: bytes) -> Prepare | None:
+    """The common case of a Prepare, decoded in one pass; None sends it to the checked path.
+
+    It handles well-formed packets with canonical 1- to 3-byte lengths. Anything unusual or wrong
+    returns None, and :func:`_decode_packet_checked` decodes it again to raise the precise error.
+    """
+    size = len(data)
+    if size < 61:
+        return None
+    first = data[1]
+    if first < 0x80:
+        pos, length = 2, first
+    elif first == 0x81:
+        pos, length = 3, data[2]
+        if length < 0x80:
+            return None
+    elif first == 0x82:
+        pos, length = 4, (data[2] << 8) | data[3]
+        if length < 0x100:
+            return None
+    else:
+        return None
+    if pos + length != size:
+        return None
+    raw_expiry = data[pos + 8 : pos + 25]
+    if not raw_expiry.isdigit():
+        return None
+    dest_len = data[pos + 57]
+    if dest_len >= 0x80:
+        return None
+    at = pos + 58 + dest_len
+    if at >= size:
+        return None
+    data_len = data[at]
+    at += 1
+    if data_len >= 0x80:
+        if data_len == 0x81 and at < size:
+            data_len = data[at]
+            at += 1
+            if data_len < 0x80:
+                return None
+        elif data_len == 0x82 and at + 1 < size:
+            data_len = (data[at] << 8) | data[at + 1]
+            at += 2
+            if data_len < 0x100 or data_len > MAX_DATA_SIZE:
+                return None
+        else:
+            return None
+    if at + data_len > size:
+        return None
+    try:
+        destination = data[pos + 58 : pos + 58 + dest_len].decode("ascii")
+        text = raw_expiry.decode("ascii")
+        expires_at = _fromisoformat(f"{text[0:8]}T{text[8:14]}.{text[14:17]}+00:00")
+    except ValueError:  # UnicodeDecodeError included
+        return None
+    if not is_valid_address(destination):
+        return None
+    p: Prepare = _new(Prepare)
+    _set_amount(p, _unpack_u64(data, pos)[0])
+    _set_expires_at(p, expires_at)
+    _set_condition(p, data[pos + 25 : pos + 57])
+    _set_destination(p, destination)
+    _set_data(p, data[at : at + data_len])
+    return p
+
+
+def _slot_setter(cls: type, name: str) -> Callable[[Any, Any], None]:
+    setter: Callable[[Any, Any], None] = cls.__dict__[name].__set__
+    return setter
+
+
+# Slot descriptors of Prepare: setting fields through them skips the frozen __setattr__ and
+# __post_init__ (the fast decoder has already checked every field).
+_set_amount = _slot_setter(Prepare, "amount")
+_set_expires_at = _slot_setter(Prepare, "expires_at")
+_set_condition = _slot_setter(Prepare, "execution_condition")
+_set_destination = _slot_setter(Prepare, "destination")
+_set_data = _slot_setter(Prepare, "data")
 
 
 def encode_packet(packet: IlpPacket) -> bytes:

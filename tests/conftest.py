@@ -19,16 +19,16 @@ def load_vectors(name: str) -> list[dict[str, Any]]:
     """The vectors of ``../shared/vectors/<name>.json``; a missing file fails, never skips."""
     path = VECTORS / f"{name}.json"
     if not path.exists():
-        raise FileNotFoundError(f"test vectors not found at {path}: ../shared must sit beside the repo")
+        raise FileNotFoundError(
+            f"test vectors not found at {path}: ../shared must sit beside the repo"
+        )
     data: list[dict[str, Any]] = json.loads(path.read_text())
     return data
 
 
 def vector_params(name: str, *, where: Any = None) -> list[Any]:
     """``pytest.param`` per vector (filtered by ``where``), with the vector name as id."""
-    return [
-        pytest.param(v, id=v["name"]) for v in load_vectors(name) if where is None or where(v)
-    ]
+    return [pytest.param(v, id=v["name"]) for v in load_vectors(name) if where is None or where(v)]
 
 
 def interop_dir() -> Path | None:

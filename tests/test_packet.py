@@ -1,0 +1,161 @@
+"""ILP packets beyond the vectors: round trips, hostile input, encoder refusals."""
+
+from __future__ import annotations
+
+import contextlib
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ilp import DecodeError, EncodeError, ErrorCode, ErrorKind, Fulfill, Prepare, Reject
+from ilp.packet import _decode_packet_checked, decode_packet, is_fulfillment_valid
+from tests.strategies import addresses, b32, payloads, timestamps, u64
+
+prepares = st.builds(Prepare, u64, timestamps, b32, addresses, payloads)
+fulfills = st.builds(Fulfill, b32, payloads)
+codes = st.text(alphabet="FTRX0123456789", min_size=3, max_size=3)
+rejects = st.builds(
+    Reject,
+    codes.map(ErrorCode),
+    st.just("") | addresses,
+    st.text(max_size=200),
+    payloads,
+)
+packets = prepares | fulfills | rejects
+
+EXPIRY = datetime(2017, 12, 23, 1, 21, 40, 549000, tzinfo=UTC)
+PREPARE = Prepare(107, EXPIRY, b"\x11" * 32, "example.alice", b"hello")
+
+
+@given(packets)
+def test_round_trip(packet: Prepare | Fulfill | Reject) -> None:
+    raw = packet.encode()
+    assert decode_packet(raw) == packet
+    assert decode_packet(memoryview(raw)) == packet
+    assert decode_packet(bytearray(raw)) == packet
+    assert type(packet).decode(raw) == packet
+
+
+@given(st.binary(max_size=200))
+def test_arbitrary_bytes_raise_only_decode_error(raw: bytes) -> None:
+    with contextlib.suppress(DecodeError):
+        decode_packet(raw)
+
+
+@given(prepares, st.data())
+def test_fast_and_checked_paths_agree_on_mutations(prepare: Prepare, data: st.DataObject) -> None:
+    raw = bytearray(prepare.encode())
+    for _ in range(data.draw(st.integers(1, 3))):
+        at = data.draw(st.integers(0, len(raw) - 1))
+        raw[at] = data.draw(st.integers(0, 255))
+    if data.draw(st.booleans()):
+        del raw[data.draw(st.integers(0, len(raw) - 1)) :]
+    outcomes: list[object] = []
+    for decode in (decode_packet, _decode_packet_checked):
+        try:
+            outcomes.append(decode(bytes(raw)))
+        except DecodeError as exc:
+            outcomes.append(type(exc))
+    assert outcomes[0] == outcomes[1]
+
+
+def test_errors_name_field_and_offset() -> None:
+    raw = bytearray(PREPARE.encode())
+    raw[2 + 8 + 4] = ord("1")
+    raw[2 + 8 + 5] = ord("3")  # month 13
+    with pytest.raises(DecodeError) as info:
+        decode_packet(bytes(raw))
+    assert info.value.field == "prepare.expires_at"
+    assert info.value.offset == 10
+    assert "month out of range" in str(info.value)
+    assert "prepare.expires_at at byte 10" in str(info.value)
+
+
+def test_bad_destination_is_a_decode_error() -> None:
+    raw = PREPARE.encode().replace(b"example.alice", b"exampl!.alice")
+    with pytest.raises(DecodeError, match=r"prepare.destination at byte 59: invalid ILP address"):
+        decode_packet(raw)
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b"", "type at byte 0: truncated"),
+        (b"\x63\x00", "unknown ILP packet type 99"),
+        (b"\x0d\x80", "indefinite length"),
+        (b"\x0d\x81\x05", "not canonically encoded"),
+    ],
+)
+def test_malformed_envelopes(raw: bytes, message: str) -> None:
+    with pytest.raises(DecodeError, match=message):
+        decode_packet(raw)
+
+
+def test_trailing_bytes_after_envelope_rejected_inside_accepted() -> None:
+    raw = PREPARE.encode()
+    with pytest.raises(DecodeError, match="trailing"):
+        decode_packet(raw + b"\x00")
+    # Extra bytes inside the envelope, after the last field, are ignored (RFC 27 extensibility).
+    body = raw[2:] + b"\xff\xff"
+    assert decode_packet(b"\x0c" + bytes([len(body)]) + body) == PREPARE
+
+
+def test_empty_triggered_by_is_accepted() -> None:
+    reject = Reject(ErrorCode("F99"), "", "", b"\x01")
+    assert decode_packet(reject.encode()) == reject
+
+
+def test_reject_with_invalid_utf8_message() -> None:
+    raw = Reject(ErrorCode("F00"), "test.a", "ab").encode().replace(b"ab", b"\xff\xfe")
+    with pytest.raises(DecodeError, match=r"reject\.message"):
+        decode_packet(raw)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: Prepare(-1, EXPIRY, b"\x00" * 32, "test.a"),
+        lambda: Prepare(2**64, EXPIRY, b"\x00" * 32, "test.a"),
+        lambda: Prepare(1, EXPIRY, b"\x00" * 31, "test.a"),
+        lambda: Prepare(1, EXPIRY, b"\x00" * 32, "test"),
+        lambda: Prepare(1, EXPIRY, b"\x00" * 32, "test.a", b"\x00" * 32768),
+        lambda: Prepare(1, datetime(2020, 1, 1), b"\x00" * 32, "test.a"),  # naive
+        lambda: Fulfill(b"\x00" * 33),
+        lambda: Reject(ErrorCode("F00"), "not an address"),
+        lambda: Reject(ErrorCode("F00"), "test.a", "x" * 8192),
+        lambda: ErrorCode("F0"),
+    ],
+)
+def test_encoders_refuse_impossible_values(make: object) -> None:
+    with pytest.raises(EncodeError):
+        make()  # type: ignore[operator]
+
+
+def test_error_codes_know_their_class() -> None:
+    assert ErrorCode.F02_UNREACHABLE == "F02"
+    assert ErrorCode("F02").kind is ErrorKind.FINAL
+    assert ErrorCode("T04").is_temporary
+    assert ErrorCode("R00").is_relative
+    assert ErrorCode("X42").is_final  # unknown first letter counts as final
+    assert ErrorCode("F08").description == "Amount Too Large"
+    assert ErrorCode("Q99").description == "Unknown Error"
+    assert isinstance(Reject(ErrorCode("T04")).code, ErrorCode)
+
+
+def test_fulfillment_check() -> None:
+    zero = b"\x00" * 32
+    condition = bytes.fromhex("66687aadf862bd776c8fc18b8e9f8e20089714856ee233b3902a591d0d5f2925")
+    assert is_fulfillment_valid(zero, condition)
+    assert not is_fulfillment_valid(b"\x01" * 32, condition)
+
+
+def test_non_utc_expiry_is_normalised() -> None:
+    from datetime import timedelta, timezone
+
+    local = EXPIRY.astimezone(timezone(timedelta(hours=2)))
+    assert (
+        Prepare(1, local, b"\x00" * 32, "test.a").encode()
+        == Prepare(1, EXPIRY, b"\x00" * 32, "test.a").encode()
+    )

@@ -1,7 +1,71 @@
-"""Entry point of the `ilp` command (placeholder until the CLI lands)."""
+"""The `ilp` command: a click group, one module per subcommand."""
+
+from __future__ import annotations
 
 import sys
+from typing import Any
+
+import click
+
+from ilp import __version__
+
+from .exit_codes import ExitCode, describe_exit_codes
+from .main_options import debug_option, is_debug
+from .output import CliError, print_error
+
+HELP = f"""Interledger from the terminal: pay, receive, inspect packets.
+
+\b
+Exit codes:
+{describe_exit_codes()}
+"""
+
+
+class IlpGroup(click.Group):
+    """Turns our errors into `Error: ...` and an exit code; tracebacks only with --debug."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CliError as exc:
+            if is_debug(ctx):
+                raise
+            print_error(exc.message)
+            ctx.exit(int(exc.exit_code))
+        except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+            raise
+        except KeyboardInterrupt:
+            if is_debug(ctx):
+                raise
+            print_error("interrupted.")
+            ctx.exit(int(ExitCode.INTERRUPTED))
+        except Exception as exc:
+            if is_debug(ctx):
+                raise
+            print_error(
+                f"unexpected failure: {type(exc).__name__}: {exc}. "
+                "This is a bug; run again with --debug for the traceback and report it."
+            )
+            ctx.exit(int(ExitCode.ERROR))
+
+
+@click.group(cls=IlpGroup, help=HELP, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="ilp")
+@debug_option
+def cli() -> None:
+    pass
+
+
+def _register() -> None:
+    from .decode import decode
+
+    cli.add_command(decode)
+
+
+_register()
 
 
 def main() -> None:
-    sys.exit("ilp: not yet")
+    """Console-script entry point."""
+    cli.main(prog_name="ilp", standalone_mode=True)
+    sys.exit(0)

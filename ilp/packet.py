@@ -391,7 +391,7 @@ def decode_packet(data: Buffer) -> IlpPacket:
     """Decode an ILP Prepare, Fulfill or Reject; raises only :class:`DecodeError`."""
     if type(data) is not bytes:
         data = bytes(data)
-    if data[:1] == b"\x0c":
+    if data and data[0] == 12:
         prepare = _decode_prepare_fast(data)
         if prepare is not None:
             return prepare
@@ -411,6 +411,14 @@ def _decode_packet_checked(data: bytes) -> IlpPacket:
     contents = r.read_var_octets_reader("contents")
     r.expect_end("packet")
     return decoder(contents)
+
+
+# Destinations validated recently, raw bytes -> str. Every packet of a STREAM connection goes to
+# the same address, so a sender, receiver or connector sees the same few destinations again and
+# again; validating each once saves the ASCII decode and the grammar check. Bounded: cleared when
+# full. Only valid addresses enter it.
+_RECENT_DESTINATIONS_MAX = 1024
+_recent_destinations: dict[bytes, str] = {}
 
 
 def _decode_prepare_fast(data: bytes) -> Prepare | None:
@@ -463,13 +471,22 @@ def _decode_prepare_fast(data: bytes) -> Prepare | None:
             return None
     if at + data_len > size:
         return None
+    raw_destination = data[pos + 58 : pos + 58 + dest_len]
+    destination = _recent_destinations.get(raw_destination)
+    if destination is None:
+        try:
+            destination = raw_destination.decode("ascii")
+        except ValueError:
+            return None
+        if not is_valid_address(destination):
+            return None
+        if len(_recent_destinations) >= _RECENT_DESTINATIONS_MAX:
+            _recent_destinations.clear()
+        _recent_destinations[raw_destination] = destination
+    text = raw_expiry.decode("ascii")
     try:
-        destination = data[pos + 58 : pos + 58 + dest_len].decode("ascii")
-        text = raw_expiry.decode("ascii")
         expires_at = _fromisoformat(f"{text[0:8]}T{text[8:14]}.{text[14:17]}+00:00")
-    except ValueError:  # UnicodeDecodeError included
-        return None
-    if not is_valid_address(destination):
+    except ValueError:
         return None
     p: Prepare = _new(Prepare)
     _set_amount(p, _unpack_u64(data, pos)[0])

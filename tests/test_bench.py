@@ -1,0 +1,216 @@
+"""The benchmark runner (``python -m bench``): JSON mode, selection, error rows, the JS side.
+
+Smoke tests on tiny loop counts; no assertion here depends on how fast anything is.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import subprocess
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench import codecs
+from bench.runner import (
+    OPS,
+    Benchmark,
+    Measurement,
+    Row,
+    Settings,
+    main,
+    render_table,
+    run,
+    time_op,
+)
+from bench.runner import select as select_benchmarks
+
+ROOT = Path(__file__).resolve().parent.parent
+KEYS = {"name", "unit", "python", "js", "ratio"}
+TINY = ["--number", "20", "--repeat", "1"]
+
+
+def run_bench(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bench", *args],
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def check_row(row: dict[str, Any]) -> None:
+    assert row.keys() >= KEYS
+    assert row["unit"] == OPS
+    assert isinstance(row["python"], float) and row["python"] > 0
+    if row["js"] is None:
+        assert row["ratio"] is None
+        assert row["note"]
+    else:
+        assert row["js"] > 0
+        assert row["ratio"] == pytest.approx(row["python"] / row["js"], rel=1e-2)
+
+
+def test_json_mode_on_prepare_benchmarks() -> None:
+    proc = run_bench("--json", *TINY, "ilp-prepare")
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert [r["name"] for r in rows] == ["ilp-prepare-encode", "ilp-prepare-decode"]
+    for row in rows:
+        check_row(row)
+
+
+def test_json_mode_with_js_side(interop: Path) -> None:
+    proc = run_bench("--json", *TINY, "prepare", env={"ILP_INTEROP_DIR": str(interop)})
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert len(rows) == 2
+    for row in rows:
+        check_row(row)
+        assert row["js"] is not None, row["note"]
+
+
+def test_missing_harness_gives_na_js_column(tmp_path: Path) -> None:
+    settings = Settings(number=5, repeat=1, interop=tmp_path)
+    benchmarks = select_benchmarks(codecs.BENCHMARKS, ["prepare-encode"])
+    rows, node_version = run(benchmarks, settings, io.StringIO())
+    (row,) = rows
+    assert node_version is None
+    assert row.python is not None and row.python > 0
+    assert row.js is None and row.ratio is None
+    assert not row.failed
+    assert "js n/a" in row.notes[0] and str(tmp_path) in row.notes[0]
+    assert row.to_json()["ratio"] is None
+    table = render_table(rows, node_version)
+    assert "n/a" in table and "higher is better" in table and "[1] js n/a" in table
+
+
+def test_missing_node_gives_na_js_column() -> None:
+    settings = Settings(number=5, repeat=1, node=None)
+    rows, _ = run(select_benchmarks(codecs.BENCHMARKS, ["prepare-decode"]), settings, io.StringIO())
+    assert rows[0].js is None
+    assert rows[0].notes == ("js n/a: node is not installed",)
+
+
+def test_failing_benchmark_is_an_error_row() -> None:
+    def broken() -> Any:
+        raise ImportError("no module named ilp.nothing")
+
+    log = io.StringIO()
+    benchmarks = [
+        Benchmark("broken", OPS, python=broken),
+        Benchmark("fine", OPS, python=lambda: lambda: None),
+        Benchmark("custom", OPS, measure=lambda s: Measurement(30.0, 10.0, ("by hand",))),
+    ]
+    rows, _ = run(benchmarks, Settings(number=3, repeat=1, node=None), log)
+    broken_row, fine_row, custom_row = rows
+    assert broken_row.failed and broken_row.python is None
+    assert "python error: ImportError: no module named ilp.nothing" in broken_row.notes
+    assert "broken: python error: ImportError" in log.getvalue()
+    assert not fine_row.failed and fine_row.python is not None
+    assert fine_row.notes == ("no JS counterpart",)
+    assert custom_row.ratio == 3.0 and custom_row.notes == ("by hand",)
+    assert "error" in render_table(rows, None)
+
+
+def test_failed_measure_is_an_error_row() -> None:
+    def measure(settings: Settings) -> Measurement:
+        raise RuntimeError("connector did not start")
+
+    rows, _ = run([Benchmark("proc", OPS, measure=measure)], Settings(), io.StringIO())
+    assert rows[0].failed and rows[0].notes == (
+        "python error: RuntimeError: connector did not start",
+    )
+
+
+def test_main_exit_codes(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["--json", "no-such-benchmark"]) == 2
+    assert "no benchmark name contains no-such-benchmark" in capsys.readouterr().err
+
+
+def test_main_exit_code_1_when_python_side_fails(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def broken() -> Any:
+        raise ValueError("boom")
+
+    module = types.ModuleType("bench_fake_suite")
+    module.BENCHMARKS = [Benchmark("boom", OPS, python=broken)]  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "bench_fake_suite", module)
+    assert main(["--json", "--number", "1", "--repeat", "1"], suites=["bench_fake_suite"]) == 1
+    (row,) = json.loads(capsys.readouterr().out)
+    assert row["python"] is None and row["ratio"] is None and "boom" in row["note"]
+
+
+def test_selection_by_substring() -> None:
+    names = [b.name for b in select_benchmarks(codecs.BENCHMARKS, ["decode", "decrypt"])]
+    assert names == ["ilp-prepare-decode", "stream-packet-decrypt"]
+    assert len(select_benchmarks(codecs.BENCHMARKS, [])) == len(codecs.BENCHMARKS)
+
+
+def test_benchmark_needs_exactly_one_way_to_run() -> None:
+    with pytest.raises(ValueError, match="exactly one"):
+        Benchmark("none", OPS)
+    with pytest.raises(ValueError, match="measure="):
+        Benchmark("both", OPS, js="x", measure=lambda s: Measurement(None, None))
+
+
+def test_time_op_runs_the_fixed_count() -> None:
+    calls = 0
+
+    def op() -> None:
+        nonlocal calls
+        calls += 1
+
+    assert time_op(op, Settings(number=7, repeat=3)) > 0
+    assert calls == 21
+    calls = 0
+    assert time_op(op, Settings(time=0.001, repeat=2)) > 0
+    assert calls >= 3  # calibration ran, then two measurements
+
+
+def test_row_ratio() -> None:
+    assert Row("x", OPS, 200.0, 100.0).ratio == 2.0
+    assert Row("x", OPS, 200.0, None).ratio is None
+    assert Row("x", OPS, None, 100.0).ratio is None
+
+
+def emit(interop: Path, *ids: str) -> dict[str, str]:
+    proc = subprocess.run(
+        [
+            "node",
+            str(ROOT / "bench" / "js" / "codecs.js"),
+            "--interop",
+            str(interop),
+            "--emit",
+            *ids,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    result: dict[str, str] = json.loads(proc.stdout)["emit"]
+    return result
+
+
+def test_js_prepare_input_matches_python(interop: Path) -> None:
+    out = emit(interop, "ilp-prepare-encode", "ilp-prepare-decode")
+    expected = codecs.prepare().encode().hex()
+    assert out == {"ilp-prepare-encode": expected, "ilp-prepare-decode": expected}
+
+
+def test_js_stream_input_matches_python(interop: Path) -> None:
+    crypto_module = pytest.importorskip("ilp.stream.crypto")
+    out = emit(interop, "stream-packet-encrypt", "stream-packet-decrypt")
+    crypto = crypto_module.StreamCrypto(codecs.SHARED_SECRET)
+    for hex_data in out.values():
+        assert crypto.decrypt_packet(bytes.fromhex(hex_data)) == codecs.stream_packet()

@@ -31,6 +31,7 @@ lint: $(STAMP)
 	$(PY) -m ruff format --check ilp cli tests bench
 
 types: $(STAMP)
+	mkdir -p build/mypy && ln -sfn ../../cli build/mypy/ilp_cli
 	$(PY) -m mypy
 
 check: lint types test

@@ -148,10 +148,10 @@ def describe_btp(raw: bytes, secret: bytes | None) -> dict[str, Any]:
     for entry in plain.get("protocol_data", []):
         if entry.get("name") == "ilp" and entry.get("data"):
             data = bytes.fromhex(entry["data"])
-            entry["ilp"] = _nested(
-                "the ILP packet in the BTP `ilp` protocol data",
-                lambda d=data: describe_ilp(d, secret),
-            )
+            try:
+                entry["ilp"] = describe_ilp(data, secret)
+            except DecodeError as exc:
+                raise DecodeError(f"the ILP packet in the BTP `ilp` protocol data: {exc}") from exc
     return plain
 
 

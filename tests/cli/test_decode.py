@@ -99,3 +99,110 @@ def test_help_lists_exit_codes() -> None:
     assert code == 0
     for exit_code in ExitCode:
         assert f"{int(exit_code):>3}  {exit_code.meaning}" in out
+
+
+SECRET = bytes(range(32))
+
+
+def _stream_prepare() -> tuple[Prepare, bytes]:
+    from ilp.packet import PacketType
+    from ilp.stream.crypto import StreamCrypto
+    from ilp.stream.packet import StreamMaxMoney, StreamMoney, StreamPacket
+
+    packet = StreamPacket(
+        sequence=7,
+        ilp_packet_type=PacketType.PREPARE,
+        prepare_amount=990,
+        frames=(StreamMoney(stream_id=1, shares=1), StreamMaxMoney(1, 2**64 - 1, 500)),
+    )
+    crypto = StreamCrypto(SECRET)
+    data = crypto.encrypt_packet(packet)
+    prepare = Prepare(
+        1000, datetime(2030, 1, 1, tzinfo=UTC), crypto.condition(data), "test.bob.abc", data
+    )
+    return prepare, data
+
+
+def test_secret_decrypts_stream_data_of_ilp_packet() -> None:
+    import base64
+
+    prepare, data = _stream_prepare()
+    b64 = base64.b64encode(SECRET).decode()
+    code, out, err = run("decode", "--json", "--secret", b64, prepare.encode().hex())
+    assert code == 0, err
+    stream = json.loads(out)["stream"]
+    assert stream["type"] == "stream_packet"
+    assert stream["sequence"] == "7"
+    assert stream["prepare_amount"] == "990"
+    assert [f["type"] for f in stream["frames"]] == ["stream_money", "stream_max_money"]
+    assert stream["frames"][1]["receive_max"] == "18446744073709551615"
+    assert b64 not in out and b64 not in err
+    # Raw encrypted STREAM data works too, and so does the secret from the environment.
+    result = CliRunner().invoke(
+        cli, ["decode", "--json", "--stream", data.hex()], env={"ILP_SHARED_SECRET": b64}
+    )
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["sequence"] == "7"
+
+
+def test_wrong_secret_is_a_clear_error_without_the_secret() -> None:
+    import base64
+
+    prepare, _ = _stream_prepare()
+    wrong = base64.b64encode(b"\x01" * 32).decode()
+    code, out, err = run("decode", "--secret", wrong, prepare.encode().hex())
+    assert code == ExitCode.INVALID_INPUT
+    assert "cannot decrypt" in err and wrong not in err
+    assert out == ""
+
+
+def test_plain_stream_packet() -> None:
+    code, out, err = run("decode", "--stream", "--json", "010c010001000100")
+    assert code == 0, err
+    assert json.loads(out) == {
+        "type": "stream_packet",
+        "sequence": "0",
+        "ilp_packet_type": "prepare",
+        "prepare_amount": "0",
+        "frames": [],
+    }
+
+
+def test_ildcp_request_and_response() -> None:
+    from ilp.ildcp import IldcpResponse, make_request
+
+    request = make_request(datetime(2030, 1, 1, tzinfo=UTC))
+    code, out, _ = run("decode", "--json", request.encode().hex())
+    assert code == 0
+    assert json.loads(out)["ildcp"] == {"type": "ildcp_request"}
+    fulfill = IldcpResponse("test.parent.child", 9, "XRP").to_fulfill()
+    code, out, _ = run("decode", "--json", fulfill.encode().hex())
+    assert code == 0
+    ildcp = json.loads(out)["ildcp"]
+    assert ildcp["client_address"] == "test.parent.child"
+    assert ildcp["asset_code"] == "XRP" and ildcp["asset_scale"] == 9
+
+
+def test_ccp_update_in_prepare() -> None:
+    from ilp.ccp import Route, RouteUpdateRequest
+
+    update = RouteUpdateRequest(
+        routing_table_id=b"\x01" * 16,
+        current_epoch_index=5,
+        from_epoch_index=0,
+        to_epoch_index=5,
+        hold_down_time=45000,
+        speaker="test.speaker",
+        new_routes=(Route("test.a", ("test.speaker",), b"\x02" * 32, ()),),
+        withdrawn_routes=("test.b",),
+    )
+    prepare = update.to_prepare(datetime(2030, 1, 1, tzinfo=UTC))
+    code, out, err = run("decode", "--json", prepare.encode().hex())
+    assert code == 0, err
+    ccp = json.loads(out)["ccp"]
+    assert ccp["speaker"] == "test.speaker"
+    assert ccp["new_routes"][0]["prefix"] == "test.a"
+    assert ccp["withdrawn_routes"] == ["test.b"]
+    code, _, err = run("decode", prepare.encode().hex()[:-2] + "ff")
+    assert code == ExitCode.INVALID_INPUT
+    assert "CCP" in err

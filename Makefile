@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 export ILP_INTEROP_DIR ?= $(abspath ../shared/interop)
 
-.PHONY: install test check lint types bench demo interop clean
+.PHONY: install test check lint types bench demo docs interop clean
 
 install: $(STAMP) interop
 
@@ -38,6 +38,10 @@ check: lint types test
 
 bench: install
 	$(PY) -m bench
+
+# The docs are Markdown in docs/; this checks that their examples still run.
+docs: install
+	$(PY) -m pytest -q tests/test_docs.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -18,7 +18,7 @@ import hashlib
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from .address import MAX_ADDRESS_LENGTH, is_valid_address, validate_address
@@ -183,8 +183,15 @@ class Prepare:
     def __post_init__(self) -> None:
         if not 0 <= self.amount <= MAX_UINT64:
             raise EncodeError(f"amount {self.amount} is not an unsigned 64-bit integer")
-        if self.expires_at.tzinfo is None:
+        expires_at = self.expires_at
+        if expires_at.tzinfo is None:
             raise EncodeError("expires_at must be timezone-aware (UTC)")
+        if expires_at.microsecond % 1000 or expires_at.tzinfo is not UTC:
+            # The wire has millisecond precision in UTC: hold exactly what will be sent, so a
+            # decoded packet equals the one that was encoded.
+            expires_at = expires_at.astimezone(UTC)
+            expires_at = expires_at.replace(microsecond=expires_at.microsecond // 1000 * 1000)
+            object.__setattr__(self, "expires_at", expires_at)
         _check_bytes(self.execution_condition, 32, "execution_condition")
         validate_address(self.destination)
         _check_data(self.data)

@@ -159,3 +159,13 @@ def test_non_utc_expiry_is_normalised() -> None:
         Prepare(1, local, b"\x00" * 32, "test.a").encode()
         == Prepare(1, EXPIRY, b"\x00" * 32, "test.a").encode()
     )
+
+
+def test_expiry_is_held_as_sent() -> None:
+    from datetime import timedelta, timezone
+
+    precise = datetime(2030, 1, 1, 12, 0, 0, 123999, tzinfo=timezone(timedelta(hours=-5)))
+    prepare = Prepare(1, precise, b"\x00" * 32, "test.a")
+    assert prepare.expires_at == datetime(2030, 1, 1, 17, 0, 0, 123000, tzinfo=UTC)
+    assert prepare.expires_at.tzinfo is UTC
+    assert decode_packet(prepare.encode()) == prepare

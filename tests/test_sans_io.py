@@ -15,8 +15,6 @@ SANS_IO_MODULES = [
     "ilp.crypto",
     "ilp.ildcp",
     "ilp.ccp.packet",
-    "ilp.btp.packet",
-    "ilp.btp.session",
     "ilp.stream.packet",
     "ilp.stream.crypto",
     "ilp.stream.receipt",

@@ -140,14 +140,9 @@ def describe_ilp(raw: bytes, secret: bytes | None) -> dict[str, Any]:
 
 def describe_btp(raw: bytes, secret: bytes | None) -> dict[str, Any]:
     """The BTP message, with the ILP packets in its `ilp` protocol data decoded."""
-    # The BTP codec is landing separately; until it does, --btp says so instead of failing typing.
-    import importlib
+    from ilp.btp.packet import decode_btp
 
-    try:
-        btp = importlib.import_module("ilp.btp.packet")
-    except ImportError:
-        raise CliError("BTP decoding is not available in this build.", ExitCode.ERROR) from None
-    message = btp.decode_btp(raw)
+    message = decode_btp(raw)
     plain: dict[str, Any] = to_plain(message)
     plain["type"] = f"btp_{plain['type']}"
     for entry in plain.get("protocol_data", []):

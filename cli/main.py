@@ -58,8 +58,10 @@ def cli() -> None:
 
 def _register() -> None:
     from .decode import decode
+    from .query_address import query_address
 
     cli.add_command(decode)
+    cli.add_command(query_address)
 
 
 _register()

@@ -1,0 +1,5 @@
+"""`python -m ilp_cli` runs the `ilp` command."""
+
+from .main import main
+
+main()

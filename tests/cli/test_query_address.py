@@ -1,0 +1,116 @@
+"""`ilp query-address` and the uplink rules."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import trio
+from click.testing import CliRunner
+from ilp_cli.exit_codes import ExitCode
+from ilp_cli.main import cli
+from ilp_cli.output import CliError
+from ilp_cli.uplink import resolve_uplink
+
+from tests.interop.harness import free_port, run_js
+
+
+def test_uplink_rules_in_order() -> None:
+    env = {
+        "ILP_UPLINK": "btp+ws://a:1@h1:1",
+        "ILP_CREDENTIALS": '{"server": "btp+ws://b:2@h2:2"}',
+        "ILP_BTP_SERVER": "btp+ws://c:3@h3:3",
+    }
+    assert resolve_uplink("btp+ws://flag@h0:0", env).source == "--uplink"
+    assert resolve_uplink(None, env).url == "btp+ws://a:1@h1:1"
+    del env["ILP_UPLINK"]
+    assert resolve_uplink(None, env).url == "btp+ws://b:2@h2:2"
+    del env["ILP_CREDENTIALS"]
+    assert resolve_uplink(None, env).url == "btp+ws://c:3@h3:3"
+    default = resolve_uplink(None, {})
+    assert default.source == "default"
+    assert default.url.startswith("btp+ws://:") and default.url.endswith("@localhost:7768")
+    assert resolve_uplink(None, {}).url != default.url  # a fresh random token per run
+
+
+def test_bad_credentials_json() -> None:
+    with pytest.raises(CliError, match="ILP_CREDENTIALS"):
+        resolve_uplink(None, {"ILP_CREDENTIALS": "not json"})
+    with pytest.raises(CliError, match='no "server"'):
+        resolve_uplink(None, {"ILP_CREDENTIALS": "{}"})
+
+
+def test_unreachable_connector() -> None:
+    port = free_port()
+    result = CliRunner().invoke(
+        cli, ["query-address", "--uplink", f"btp+ws://me:secret-token@127.0.0.1:{port}"]
+    )
+    assert result.exit_code == ExitCode.UNREACHABLE
+    assert result.stderr == (
+        f"Error: cannot reach the connector at ws://127.0.0.1:{port} (connection refused). "
+        "Start one, or set --uplink / ILP_UPLINK.\n"
+    )
+    assert "secret-token" not in result.stderr
+
+
+def test_help_names_the_environment() -> None:
+    result = CliRunner().invoke(cli, ["query-address", "--help"])
+    assert "ILP_UPLINK" in result.stdout and "ILP_CREDENTIALS" in result.stdout
+
+
+async def ilp(*args: str) -> subprocess.CompletedProcess[bytes]:
+    return await trio.run_process(
+        [sys.executable, "-m", "ilp_cli", *args],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+    )
+
+
+@pytest.mark.interop
+async def test_query_address_against_connector_js(interop: Path) -> None:
+    port = free_port()
+    with trio.fail_after(60):
+        async with run_js(
+            interop, "connector.js", "--btp-port", str(port), "--max-lifetime-s", "120"
+        ):
+            done = await ilp("query-address", "--json", "-u", f"btp+ws://carol:pw@127.0.0.1:{port}")
+            assert done.returncode == 0, done.stderr
+            assert json.loads(done.stdout) == {
+                "address": "test.harness.local.carol",
+                "asset_code": "XRP",
+                "asset_scale": 9,
+            }
+            # The same account with another token is refused (mini-accounts remembers the first).
+            done = await ilp("query-address", "-u", f"btp+ws://carol:other-token@127.0.0.1:{port}")
+            assert done.returncode == ExitCode.AUTH_REFUSED
+            assert b"refused our credentials" in done.stderr
+            assert b"other-token" not in done.stderr
+
+
+@pytest.mark.interop
+async def test_fixed_token_refuses_a_wrong_one(interop: Path) -> None:
+    port = free_port()
+    with trio.fail_after(60):
+        async with run_js(
+            interop,
+            "connector.js",
+            "--btp-port",
+            str(port),
+            "--btp-token",
+            "right",
+            "--max-lifetime-s",
+            "120",
+        ):
+            # (mini-accounts remembers the first token tried per account, so a new name below.)
+            env_url = f"btp+ws://dave:wrong@127.0.0.1:{port}"
+            done = await ilp("query-address", "-u", env_url)
+            assert done.returncode == ExitCode.AUTH_REFUSED, done.stderr
+            done = await ilp(
+                "query-address", "--json", "-u", f"btp+ws://erin:right@127.0.0.1:{port}"
+            )
+            assert done.returncode == 0, done.stderr
+            assert json.loads(done.stdout)["address"] == "test.harness.local.erin"

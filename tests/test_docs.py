@@ -33,14 +33,16 @@ def test_python_example_runs(page: str, line: int, code: str) -> None:
 
 @pytest.mark.parametrize(
     ("page", "line", "session"),
-    [pytest.param(*b, id=f"{b[0]}:{b[1]}") for b in blocks("console")],
+    [
+        pytest.param(*b, id=f"{b[0]}:{b[1]}")
+        for b in blocks("console")
+        if b[2].startswith("$ ilp decode")  # the others need a running connector
+    ],
 )
 def test_console_example(page: str, line: int, session: str) -> None:
     lines = session.strip().splitlines()
     command = lines[0].removeprefix("$ ")
     args = shlex.split(command)
-    if args[0] != "ilp" or args[1] not in {"decode"}:
-        pytest.skip("needs a running peer")
     result = CliRunner().invoke(cli, args[1:])
     assert result.exit_code == 0, result.stderr
     assert result.stdout.strip() == "\n".join(lines[1:]).strip()

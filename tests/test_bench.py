@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from bench import codecs
+from bench import btp, codecs
 from bench.runner import (
     OPS,
     Benchmark,
@@ -29,6 +29,7 @@ from bench.runner import (
     time_op,
 )
 from bench.runner import select as select_benchmarks
+from ilp.packet import is_fulfillment_valid
 
 ROOT = Path(__file__).resolve().parent.parent
 KEYS = {"name", "unit", "python", "js", "ratio"}
@@ -214,3 +215,42 @@ def test_js_stream_input_matches_python(interop: Path) -> None:
     crypto = crypto_module.StreamCrypto(codecs.SHARED_SECRET)
     for hex_data in out.values():
         assert crypto.decrypt_packet(bytes.fromhex(hex_data)) == codecs.stream_packet()
+
+
+def test_btp_round_trips_both_sides(interop: Path) -> None:
+    proc = run_bench("--json", *TINY, "btp-roundtrip", env={"ILP_INTEROP_DIR": str(interop)})
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)
+    assert [r["name"] for r in rows] == ["btp-roundtrip-1", "btp-roundtrip-50"]
+    for row in rows:
+        assert row["unit"] == btp.ROUND_TRIPS
+        assert row["python"] > 0 and row["js"] > 0, row["note"]
+        assert row["ratio"] == pytest.approx(row["python"] / row["js"], rel=1e-2)
+
+
+def test_btp_round_trips_without_harness(tmp_path: Path) -> None:
+    settings = Settings(number=60, repeat=1, interop=tmp_path)
+    rows, _ = run(btp.BENCHMARKS, settings, io.StringIO())
+    for row in rows:
+        assert not row.failed, row.notes
+        assert row.python is not None and row.python > 0
+        assert row.js is None and row.ratio is None
+        assert "js n/a" in row.notes[0] and str(tmp_path) in row.notes[0]
+
+
+def test_btp_js_script_rejects_unknown_ids(interop: Path) -> None:
+    proc = subprocess.run(
+        ["node", str(ROOT / "bench" / "js" / "btp.js"), "--interop", str(interop), "btp-nope"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    (result,) = json.loads(proc.stdout)["results"]
+    assert result["ops_per_s"] is None and "unknown benchmark id" in result["error"]
+
+
+def test_btp_prepare_and_fulfillment() -> None:
+    packet = btp.prepare()
+    assert packet.amount == 100 and len(packet.data) == 32
+    assert is_fulfillment_valid(btp.FULFILLMENT, packet.execution_condition)

@@ -21,6 +21,7 @@ SANS_IO_MODULES = [
     "ilp.btp",
     "ilp.stream.packet",
     "ilp.stream.pay_core",
+    "ilp.stream.core",
     "ilp.stream.crypto",
     "ilp.stream.receipt",
     "ilp.spsp.pointer",

@@ -58,10 +58,13 @@ def cli() -> None:
 
 def _register() -> None:
     from .decode import decode
+    from .pay import pay_command, quote_command
     from .query_address import query_address
 
     cli.add_command(decode)
+    cli.add_command(pay_command)
     cli.add_command(query_address)
+    cli.add_command(quote_command)
 
 
 _register()

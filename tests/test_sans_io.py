@@ -12,6 +12,7 @@ SANS_IO_MODULES = [
     "ilp.address",
     "ilp.packet",
     "ilp.errors",
+    "ilp.amount",
     "ilp.crypto",
     "ilp.ildcp",
     "ilp.ccp.packet",

@@ -6,7 +6,8 @@
   connections, :func:`open_stream_connection`, :class:`StreamServer`.
 * :mod:`ilp.stream.pay` — :func:`pay` and :func:`quote`.
 
-The trio parts are imported lazily, on first use of their names, so that importing the codec
+Import payments from their module (``from ilp.stream.pay import pay``): the name ``pay`` in this
+package is the submodule. The trio parts are imported lazily, on first use of their names, so that importing the codec
 never pulls in trio.
 """
 
@@ -47,7 +48,6 @@ from .receipt import InvalidReceiptError, Receipt, verify_receipt
 if TYPE_CHECKING:
     from .client import ConnectionRouter, open_stream_connection
     from .connection import Connection, DataStream
-    from .pay import PaymentResult, pay, quote
     from .server import StreamServer
 
 __all__ = [
@@ -65,7 +65,6 @@ __all__ = [
     "Frame",
     "FrameType",
     "InvalidReceiptError",
-    "PaymentResult",
     "Receipt",
     "StreamClose",
     "StreamCrypto",
@@ -84,8 +83,6 @@ __all__ = [
     "derive_legacy_shared_secret",
     "encode_frame",
     "open_stream_connection",
-    "pay",
-    "quote",
     "verify_receipt",
 ]
 
@@ -95,9 +92,6 @@ _LAZY = {
     "ConnectionRouter": "client",
     "open_stream_connection": "client",
     "StreamServer": "server",
-    "PaymentResult": "pay",
-    "pay": "pay",
-    "quote": "pay",
 }
 
 

@@ -879,9 +879,17 @@ class PaymentCore:
             # The receiver said why: too little arrived (the rate moved; the next packet's check
             # ends the payment if it is now too low), a limit (StreamMaxMoney, handled above), or
             # a close (handled above). Anything else: slow down and try again.
-            if stream.prepare_amount >= request.min_destination_amount and not any(
-                type(f) is StreamMaxMoney for f in stream.frames
-            ):
+            # A StreamMaxMoney frame explains the reject only if what arrived did not fit in the
+            # window it shows; receivers attach one to every refusal (e.g. an application that
+            # declined the money), and without this check such a refusal was retried at once, in
+            # a tight loop, until the idle timeout.
+            limit_explains = any(
+                type(f) is StreamMaxMoney
+                and f.stream_id == DEFAULT_STREAM_ID
+                and f.receive_max - f.total_received < stream.prepare_amount
+                for f in stream.frames
+            )
+            if stream.prepare_amount >= request.min_destination_amount and not limit_explains:
                 self._back_off(request, now)
         elif code == "R01":
             self._fail(

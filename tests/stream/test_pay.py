@@ -861,3 +861,34 @@ async def test_probe_wrapped_by_the_connector_is_ignored(
     assert result.amount_delivered == 2 * 10**19 == p.receiver.total
     # No packet converted to more than 2^64 - 1.
     assert all(prep.amount * 2 * 10**7 < 2**64 for prep in money_prepares(p))
+
+
+async def test_refused_money_backs_off_instead_of_spinning(autojump_clock: object) -> None:
+    """A receiver that declines money (should_fulfill) is retried with back-off, not in a loop."""
+    import os
+
+    from ilp.stream.pay import pay as pay_
+    from ilp.stream.server import StreamServer
+    from ilp.testing import FakeConnector
+
+    seen = 0
+
+    async def refuse(conn: object, stream: object, amount: int) -> bool:
+        nonlocal seen
+        seen += 1
+        return False
+
+    connector = FakeConnector("test.local")
+    alice = connector.add_child("alice")
+    server = StreamServer(
+        os.urandom(32), connector.child_address("bob"), "XRP", 9, should_fulfill=refuse
+    )
+    connector.add_child("bob", server)
+    destination, secret = server.generate_credentials()
+    async with server:
+        result = await pay_(alice, destination, secret, source_amount=1000, idle_timeout=10)
+    assert result.amount_delivered == 0
+    assert result.error is not None
+    # Back-off from 0.1 s doubling to a 5 s cap fits about a dozen tries into 10 s; the old loop
+    # sent thousands.
+    assert 1 <= seen <= 40

@@ -55,7 +55,7 @@ OPS: Final = "ops/s"
 ROOT: Final = Path(__file__).resolve().parent.parent
 JS_DIR: Final = Path(__file__).resolve().parent / "js"
 #: Suite modules, each with a ``BENCHMARKS`` sequence; later suites are added here.
-SUITES: Final[tuple[str, ...]] = ("bench.codecs", "bench.btp")
+SUITES: Final[tuple[str, ...]] = ("bench.codecs", "bench.btp", "bench.stream")
 
 Op = Callable[[], object]
 OpMaker = Callable[[], Op]

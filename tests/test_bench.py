@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from bench import btp, codecs
+from bench import btp, codecs, stream
 from bench.runner import (
     OPS,
     Benchmark,
@@ -30,6 +30,8 @@ from bench.runner import (
 )
 from bench.runner import select as select_benchmarks
 from ilp.packet import is_fulfillment_valid
+from ilp.stream.server import StreamServer
+from ilp.testing import FakeConnector
 
 ROOT = Path(__file__).resolve().parent.parent
 KEYS = {"name", "unit", "python", "js", "ratio"}
@@ -254,3 +256,47 @@ def test_btp_prepare_and_fulfillment() -> None:
     packet = btp.prepare()
     assert packet.amount == 100 and len(packet.data) == 32
     assert is_fulfillment_valid(btp.FULFILLMENT, packet.execution_condition)
+
+
+async def test_stream_money_phase_counts_money_packets_only() -> None:
+    connector = FakeConnector("test.bench", max_packet_amount=stream.MAX_PACKET_AMOUNT)
+    sender = connector.add_child("sender")
+    receiver = connector.add_child("receiver")
+    server = StreamServer(bytes(32), connector.child_address("receiver"), "XRP", 9, link=receiver)
+    receiver.handler = server
+    async with stream.serve_payments(server):
+        phase = await stream.pay_once(sender, server, 20_500)
+    assert phase.packets == 21  # 20 full packets and one of 500; probes and the close excluded
+    assert len(sender.sent) > phase.packets
+    assert phase.seconds > 0 and phase.rate == phase.packets / phase.seconds
+    assert phase.cpu_share > 0
+
+
+def test_stream_pay_memory_row() -> None:
+    rows, _ = run(
+        select_benchmarks(stream.BENCHMARKS, ["memory"]), Settings(repeat=1), io.StringIO()
+    )
+    (row,) = rows
+    assert row.unit == stream.PACKETS and not row.failed, row.notes
+    assert row.python is not None and row.python > 0
+    assert row.js is None and row.ratio is None
+    assert "js n/a" in row.notes[0]
+
+
+def test_stream_pay_connector_without_harness(tmp_path: Path) -> None:
+    settings = Settings(repeat=1, interop=tmp_path)
+    rows, _ = run(select_benchmarks(stream.BENCHMARKS, ["connector"]), settings, io.StringIO())
+    (row,) = rows
+    assert not row.failed and row.python is None and row.js is None
+    assert str(tmp_path) in row.notes[0]
+
+
+def test_stream_pay_connector_both_sides(interop: Path) -> None:
+    proc = run_bench(
+        "--json", "--repeat", "1", "stream-pay-connector", env={"ILP_INTEROP_DIR": str(interop)}
+    )
+    assert proc.returncode == 0, proc.stderr
+    (row,) = json.loads(proc.stdout)
+    assert row["name"] == "stream-pay-connector" and row["unit"] == stream.PACKETS
+    assert row["python"] > 0 and row["js"] > 0, row["note"]
+    assert row["ratio"] == pytest.approx(row["python"] / row["js"], rel=1e-2)

@@ -1,0 +1,128 @@
+"""`ilp receive` pieces in-process (the whole command runs against connector.js and sender.js in
+tests/interop/test_cli_receive_interop.py) and `ilp ledger` through click's runner."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import trio
+from click.testing import CliRunner
+from ilp_cli.exit_codes import ExitCode
+from ilp_cli.ledger_cmd import default_ledger_path
+from ilp_cli.main import cli
+from ilp_cli.receive import GroupCommitter, payment_pointer, spsp_url
+
+from ilp.ledger import Credit, Ledger, LedgerError
+
+WHEN = datetime(2024, 5, 1, tzinfo=UTC)
+
+
+def credit(amount: int, connection: str = "c1") -> Credit:
+    return Credit(WHEN, "test.bob", connection, 1, amount, "XRP", 9)
+
+
+def test_urls_and_pointers() -> None:
+    assert spsp_url("127.0.0.1", 7780) == "http://127.0.0.1:7780/.well-known/pay"
+    assert spsp_url("0.0.0.0", 80) == "http://127.0.0.1:80/.well-known/pay"
+    assert spsp_url("::", 81) == "http://[::1]:81/.well-known/pay"
+    assert payment_pointer("127.0.0.1", 7780) is None
+    assert payment_pointer("localhost", 7780) is None
+    assert payment_pointer("0.0.0.0", 7780) is None
+    assert payment_pointer("::1", 7780) is None
+    assert payment_pointer("pay.example", 443) == "$pay.example"
+    assert payment_pointer("pay.example", 8080) == "$pay.example:8080"
+    assert payment_pointer("192.0.2.7", 8080) == "$192.0.2.7:8080"
+
+
+def test_default_ledger_path() -> None:
+    assert default_ledger_path({"XDG_DATA_HOME": "/x"}) == Path("/x/trio-ilp/ledger.sqlite3")
+    assert default_ledger_path({"HOME": "/h"}) == Path("/h/.local/share/trio-ilp/ledger.sqlite3")
+
+
+async def test_group_commit_returns_after_the_commit(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    with Ledger(path) as ledger:
+        committer = GroupCommitter(ledger)
+        seen: list[int] = []
+
+        async def record(amount: int) -> None:
+            await committer.record(credit(amount))
+            # Committed by the time record() returns: a fresh reader sees it.
+            with Ledger(path) as reader:
+                seen.append(sum(s.credit.amount for s in reader.credits()))
+            assert seen[-1] >= amount
+
+        with trio.fail_after(10):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(committer.run)
+                async with trio.open_nursery() as writers:
+                    for amount in range(1, 21):
+                        writers.start_soon(record, amount)
+                nursery.cancel_scope.cancel()
+        assert sum(s.credit.amount for s in ledger.credits()) == sum(range(1, 21))
+        assert 1 <= committer.commits < 20  # they were grouped
+
+
+async def test_group_commit_failure_reaches_every_waiter(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    ledger.close()  # every write now fails
+    committer = GroupCommitter(ledger)
+    failures: list[str] = []
+
+    async def record() -> None:
+        try:
+            await committer.record(credit(1))
+        except LedgerError as exc:
+            failures.append(str(exc))
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(committer.run)
+            async with trio.open_nursery() as writers:
+                writers.start_soon(record)
+                writers.start_soon(record)
+            nursery.cancel_scope.cancel()
+    assert len(failures) == 2 and all("cannot write" in f for f in failures)
+
+
+def test_ledger_command(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    runner = CliRunner()
+    missing = runner.invoke(cli, ["ledger", "--ledger", str(path)])
+    assert missing.exit_code == ExitCode.INVALID_INPUT
+    assert "no ledger at" in missing.output
+
+    with Ledger(path) as ledger:
+        empty = runner.invoke(cli, ["ledger", "--ledger", str(path)])
+        assert empty.exit_code == 0 and "(no credits yet)" in empty.output
+        ledger.record([credit(1000), credit(2500, "c2")])
+
+    text = runner.invoke(cli, ["ledger"], env={"ILP_LEDGER": str(path)})
+    assert text.exit_code == 0, text.output
+    assert "1000 (0.000001 XRP)  connection c1 stream 1  to test.bob" in text.output
+    assert "total 3500 (0.0000035 XRP) in 2 credits" in text.output
+
+    out = runner.invoke(cli, ["ledger", "--ledger", str(path), "--json", "--limit", "1"])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.output)
+    assert [c["amount"] for c in data["credits"]] == ["2500"]
+    assert data["credits"][0]["connection"] == "c2"
+    assert data["totals"] == [{"asset_code": "XRP", "asset_scale": 9, "total": "3500", "count": 2}]
+
+
+def test_receive_bad_port_and_help() -> None:
+    runner = CliRunner()
+    result = runner.invoke(cli, ["receive", "--help"])
+    assert result.exit_code == 0
+    assert "ILP_RECEIVE_PORT" in result.output and "130" in result.output
+    bad = runner.invoke(cli, ["receive", "--port", "70000"])
+    assert bad.exit_code == ExitCode.USAGE
+
+
+@pytest.mark.parametrize("amount", ["1.5", "abc"])
+def test_receive_rejects_a_bare_decimal(amount: str) -> None:
+    result = CliRunner().invoke(cli, ["receive", "--amount", amount])
+    assert result.exit_code == ExitCode.USAGE

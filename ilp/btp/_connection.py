@@ -1,37 +1,40 @@
 """The trio side of one authenticated BTP WebSocket, shared by the client and the server.
 
-:class:`BtpConnection` owns a reader, a writer and a keepalive task in its own nursery, feeds the
-sans-I/O :class:`~ilp.btp.session.BtpSession`, matches replies to waiting senders by request id,
-and runs incoming Prepares through the handler with a bounded number in flight. All writes go
-through one writer task fed by a bounded channel, so a cancelled sender never leaves half a frame
-on the socket.
+:class:`BtpConnection` feeds the sans-I/O :class:`~ilp.btp.session.BtpSession` with each message
+the WebSocket's reader hands it (synchronously, in that task), wakes the sender waiting for a
+reply by its request id, and runs incoming Prepares through the handler in a pool of worker
+tasks, a bounded number at once. Frames go out through the :class:`~ilp.btp._websocket.WebSocket`,
+which never leaves half a frame on the socket when a sender is cancelled.
 """
 
 from __future__ import annotations
 
 import contextlib
+import heapq
 import logging
+import math
+import os
 import socket
 import ssl
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections import deque
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
-from typing import Any, cast
 from urllib.parse import urlsplit
 
 import trio
-from trio_websocket import (
-    ConnectionClosed,
-    ConnectionRejected,
-    WebSocketConnection,
-    WebSocketRequest,
-    wrap_client_stream,
-    wrap_server_stream,
-)
 
 from ..errors import ConnectError
 from ..link import PrepareHandler, Reply
 from ..packet import Fulfill, Prepare, Reject
+from ._websocket import (
+    CloseReason,
+    HandshakeError,
+    WebSocket,
+    WebSocketClosedError,
+    accept_websocket,
+    connect_websocket,
+)
 from .session import (
     BtpSession,
     Dropped,
@@ -55,13 +58,37 @@ def deadline_of(expires_at: datetime, now: datetime) -> float:
     return trio.current_time() + (expires_at - now).total_seconds()
 
 
-def describe_close(exc: ConnectionClosed) -> str:
+class RandomPool:
+    """``random_bytes(n)`` served from ``source`` a few KiB at a time (one system call for
+    many request ids instead of one each)."""
+
+    __slots__ = ("_buffer", "_pos", "_source")
+
+    def __init__(self, source: Callable[[int], bytes] = os.urandom) -> None:
+        self._source = source
+        self._buffer = b""
+        self._pos = 0
+
+    def __call__(self, n: int) -> bytes:
+        pos = self._pos
+        if pos + n > len(self._buffer):
+            self._buffer = self._source(max(4096, n))
+            pos = 0
+        self._pos = pos + n
+        return self._buffer[pos : pos + n]
+
+
+def describe_reason(reason: CloseReason | None) -> str:
     """Why a WebSocket closed, in words."""
-    reason = exc.reason
     if reason is None:
         return "the connection closed"
     text = f": {reason.reason}" if reason.reason else ""
     return f"the WebSocket closed with code {reason.code} ({reason.name}){text}"
+
+
+def describe_close(exc: WebSocketClosedError) -> str:
+    """Why a WebSocket closed, in words."""
+    return describe_reason(exc.reason)
 
 
 def describe_os_error(exc: BaseException) -> str:
@@ -87,52 +114,13 @@ def describe_os_error(exc: BaseException) -> str:
 
 
 # ----------------------------------------------------------------------------------------------
-# WebSockets whose TCP stream we own
-#
-# trio-websocket's own helpers leave the TCP socket open when the peer drops it abruptly
-# (``aclose`` returns early once the connection is marked closed) and wait for a handshake until
-# their timeout when the peer closes during it. So we open (or accept) the stream ourselves, hand
-# it to ``wrap_client_stream``/``wrap_server_stream``, watch their reader task to notice a handshake
-# that can no longer finish, and always close the stream on the way out.
+# WebSockets whose TCP stream we own: the stream is always closed on the way out, and a close
+# handshake (bounded by ``disconnect_timeout``) comes first when the WebSocket opened.
 
 
-class _ReaderWatch:
-    """Stands in for a nursery when trio-websocket starts its reader task: learns when it ends."""
-
-    def __init__(self, nursery: trio.Nursery) -> None:
-        self._nursery = nursery
-        self.done = trio.Event()
-        self.rejected: ConnectionRejected | None = None
-
-    def start_soon(self, fn: Callable[..., Awaitable[object]], *args: object) -> None:
-        async def run() -> None:
-            try:
-                await fn(*args)
-            except ConnectionRejected as exc:
-                self.rejected = exc
-            finally:
-                self.done.set()
-
-        self._nursery.start_soon(run)
-
-    async def race(self, fn: Callable[[trio.Nursery], Awaitable[Any]]) -> Any:
-        """``fn(self)`` unless the reader ends first (then None)."""
-        result = None
-        async with trio.open_nursery() as race:
-
-            async def watch() -> None:
-                await self.done.wait()
-                race.cancel_scope.cancel()
-
-            race.start_soon(watch)
-            result = await fn(cast(trio.Nursery, self))
-            race.cancel_scope.cancel()
-        return result
-
-
-async def _close_gracefully(ws: WebSocketConnection, timeout: float) -> None:
-    # Not shielded: when we are cancelled from outside, the reader task that would complete the
-    # closing handshake is cancelled too, so there is nothing to wait for.
+async def _close_gracefully(ws: WebSocket, timeout: float) -> None:
+    # Not shielded: when we are cancelled from outside, the close frame still goes out if the
+    # socket takes it at once, and the stream is closed either way.
     with trio.move_on_after(timeout):
         await ws.aclose()
 
@@ -145,7 +133,7 @@ async def client_websocket(
     ssl_context: ssl.SSLContext | None,
     connect_timeout: float,
     disconnect_timeout: float,
-) -> AsyncIterator[WebSocketConnection]:
+) -> AsyncIterator[WebSocket]:
     """Connect to ``ws_url``; :class:`~ilp.errors.ConnectError` (naming ``label``) if it fails."""
     parts = urlsplit(ws_url)
     secure = parts.scheme == "wss"
@@ -173,28 +161,27 @@ async def client_websocket(
         raise failed(describe_os_error(exc)) from exc
     problem = ""
     try:
-        async with trio.open_nursery() as nursery:
-            watch = _ReaderWatch(nursery)
-            ws: WebSocketConnection | None = None
-            with trio.move_on_after(connect_timeout):
-                ws = await watch.race(
-                    lambda n: wrap_client_stream(n, stream, host_header, resource)
-                )
-            if ws is not None:
+        ws: WebSocket | None = None
+        with trio.move_on_after(connect_timeout):
+            try:
+                ws = await connect_websocket(stream, host_header, resource)
+            except HandshakeError as exc:
+                if exc.status_code is not None:
+                    problem = f"the WebSocket upgrade was refused with HTTP {exc.status_code}"
+                elif exc.closed:
+                    problem = "the connection closed during the WebSocket handshake"
+                else:
+                    problem = f"invalid WebSocket handshake: {exc}"
+        if ws is not None:
+            async with trio.open_nursery() as nursery:
+                ws.start(nursery)
                 try:
                     yield ws
                 finally:
                     await _close_gracefully(ws, disconnect_timeout)
                     nursery.cancel_scope.cancel()
-            else:
-                nursery.cancel_scope.cancel()
-                if watch.rejected is not None:
-                    status = watch.rejected.status_code
-                    problem = f"the WebSocket upgrade was refused with HTTP {status}"
-                elif watch.done.is_set():
-                    problem = "the connection closed during the WebSocket handshake"
-                else:
-                    problem = f"no WebSocket handshake within {connect_timeout:g} s"
+        elif not problem:
+            problem = f"no WebSocket handshake within {connect_timeout:g} s"
     finally:
         await trio.aclose_forcefully(stream)
     if problem:
@@ -205,19 +192,18 @@ async def client_websocket(
 @asynccontextmanager
 async def server_websocket(
     stream: trio.abc.Stream, *, handshake_timeout: float, disconnect_timeout: float
-) -> AsyncIterator[WebSocketConnection | None]:
+) -> AsyncIterator[WebSocket | None]:
     """Accept the WebSocket handshake on ``stream``; None if none came in time."""
     try:
+        ws: WebSocket | None = None
+        with trio.move_on_after(handshake_timeout):
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                ws = await accept_websocket(stream)
+        if ws is None:
+            yield None
+            return
         async with trio.open_nursery() as nursery:
-            watch = _ReaderWatch(nursery)
-            request: WebSocketRequest | None = None
-            with trio.move_on_after(handshake_timeout):
-                request = await watch.race(lambda n: wrap_server_stream(n, stream))
-            if request is None:
-                nursery.cancel_scope.cancel()
-                yield None
-                return
-            ws = await request.accept()
+            ws.start(nursery)
             try:
                 yield ws
             finally:
@@ -228,49 +214,90 @@ async def server_websocket(
 
 
 class _Waiter:
-    __slots__ = ("event", "reply")
+    """A sender parked until the reply to its Prepare, its expiry or the end of the connection."""
 
-    def __init__(self) -> None:
-        self.event = trio.Event()
+    __slots__ = ("done", "expires_at", "reply", "request_id", "task")
+
+    def __init__(self, task: trio.lowlevel.Task, request_id: int, expires_at: datetime) -> None:
+        self.task = task
+        self.request_id = request_id
+        self.expires_at = expires_at
         self.reply: Reply | None = None
+        self.done = False
 
     def resolve(self, reply: Reply) -> None:
-        if not self.event.is_set():
-            self.reply = reply
-            self.event.set()
+        self.done = True
+        self.reply = reply
+        trio.lowlevel.reschedule(self.task)
+
+
+_QUEUED, _RUNNING, _DONE, _EXPIRED = range(4)
+_MAX_IDLE_WORKERS = 64
+
+
+class _Job:
+    """An incoming Prepare for the workers, and the cancel scope of the worker running it."""
+
+    __slots__ = ("prepare", "request_id", "scope", "state")
+
+    def __init__(self, request_id: int, prepare: Prepare) -> None:
+        self.request_id = request_id
+        self.prepare = prepare
+        self.state = _QUEUED
+        self.scope: trio.CancelScope | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.state == _DONE
+
+
+def _ignore(message: bytes | str) -> None:
+    """Messages that arrive after the BTP connection ended."""
 
 
 class BtpConnection:
     """One open BTP session over one WebSocket; :meth:`run` serves it until the socket closes.
 
     ``label`` names the peer in messages (a redacted URL or a remote address). ``handler``
-    answers the peer's Prepares (None: every one is rejected F02); ``limiter`` bounds how many
-    run at once — past it, a Prepare is rejected T03 at once rather than stalling the reader.
+    answers the peer's Prepares (None: every one is rejected F02); at most ``max_handling`` run
+    at once — past it, a Prepare is rejected T03 at once rather than stalling the reader.
+
+    Expiries (of our Prepares waiting for replies, of the peer's being handled) are kept in one
+    heap watched by one timer task, rather than a cancel scope each: entering and leaving a
+    scope with a deadline costs several times the rest of a round trip's bookkeeping.
     """
 
     def __init__(
         self,
-        ws: WebSocketConnection,
+        ws: WebSocket,
         session: BtpSession,
         *,
         label: str,
         handler: PrepareHandler | None,
-        limiter: trio.CapacityLimiter,
+        max_handling: int,
         ping_interval: float | None,
         ping_timeout: float,
         clock: Clock = utcnow,
-        outbox_size: int = 64,
     ) -> None:
         self.ws = ws
         self.session = session
         self.label = label
         self.handler = handler
-        self._limiter = limiter
+        self._max_handling = max_handling
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
         self._clock = clock
-        self._outbox, self._frames = trio.open_memory_channel[bytes](outbox_size)
         self._waiters: dict[int, _Waiter] = {}
+        self._jobs: deque[_Job] = deque()
+        self._idle: list[trio.lowlevel.Task] = []  # workers waiting for a job
+        self._handling = 0  # Prepares taken and not answered yet
+        self._waking = 0  # workers woken or started that have not looked at the queue yet
+        self._nursery: trio.Nursery | None = None
+        # Expiries: (trio deadline, sequence number, waiter or job); finished ones leave lazily.
+        self._expiries: list[tuple[float, int, _Waiter | _Job]] = []
+        self._sequence = 0
+        self._timer_at = math.inf
+        self._timer_scope: trio.CancelScope | None = None
         self.closed = trio.Event()
         self.close_reason = "the connection closed"
         self._cancel_scope = trio.CancelScope()
@@ -283,11 +310,17 @@ class BtpConnection:
         try:
             with self._cancel_scope:
                 async with trio.open_nursery() as nursery:
-                    nursery.start_soon(self._writer)
-                    if self._ping_interval:
-                        nursery.start_soon(self._keepalive, self._ping_interval)
-                    task_status.started()
-                    await self._reader(nursery)
+                    self._nursery = nursery
+                    try:
+                        nursery.start_soon(self._timer)
+                        if self._ping_interval:
+                            nursery.start_soon(self._keepalive, self._ping_interval)
+                        self.ws.set_handler(self._on_message)
+                        task_status.started()
+                        await self.ws.wait_closed()
+                        self.close_reason = describe_reason(self.ws.close_reason)
+                    finally:
+                        self._nursery = None
                     nursery.cancel_scope.cancel()
         finally:
             self._lost()
@@ -299,8 +332,10 @@ class BtpConnection:
         self._cancel_scope.cancel()
 
     def _lost(self) -> None:
+        self.ws.set_handler(_ignore)
         self.session.connection_lost()
         waiters, self._waiters = self._waiters, {}
+        self._expiries = []
         message = (
             f"the BTP connection to {self.label} dropped before a reply came: {self.close_reason}"
         )
@@ -308,24 +343,95 @@ class BtpConnection:
             waiter.resolve(local_reject("T01", message, self.session.address))
         self.closed.set()
 
+    # -- expiries -----------------------------------------------------------------------------
+
+    def _expire_at(self, deadline: float, item: _Waiter | _Job) -> None:
+        expiries = self._expiries
+        heapq.heappush(expiries, (deadline, self._sequence, item))
+        self._sequence += 1
+        if deadline < self._timer_at:
+            self._timer_at = deadline
+            if self._timer_scope is not None:
+                self._timer_scope.deadline = deadline
+        if len(expiries) > 64 + 4 * (len(self._waiters) + self._handling):
+            # Finished items behind one that waits long: drop them all at once.
+            self._expiries = [entry for entry in expiries if not entry[2].done]
+            heapq.heapify(self._expiries)
+
+    def _prune(self) -> None:
+        """Drop finished items from the front of the heap (so the timer need not wake)."""
+        expiries = self._expiries
+        while expiries and expiries[0][2].done:
+            heapq.heappop(expiries)
+
+    async def _timer(self) -> None:
+        while True:
+            with trio.CancelScope(deadline=self._timer_at) as scope:
+                self._timer_scope = scope
+                await trio.sleep_forever()
+            self._timer_scope = None
+            now = trio.current_time()
+            expiries = self._expiries
+            while expiries and expiries[0][0] <= now:
+                item = heapq.heappop(expiries)[2]
+                if isinstance(item, _Waiter):
+                    if not item.done and self._waiters.get(item.request_id) is item:
+                        del self._waiters[item.request_id]
+                        self.session.abandon(item.request_id)
+                        item.resolve(expired_reject(item.expires_at, self.session.address))
+                elif item.state == _QUEUED:
+                    item.state = _EXPIRED
+                elif item.state == _RUNNING:
+                    item.state = _EXPIRED
+                    assert item.scope is not None
+                    item.scope.cancel()
+            self._timer_at = expiries[0][0] if expiries else math.inf
+
     # -- sending ------------------------------------------------------------------------------
 
-    async def request(self, prepare: Prepare) -> Reply:
-        """Send ``prepare`` and wait for its reply. Cancel-safe; the caller sets the deadline."""
+    async def request(self, prepare: Prepare, deadline: float) -> Reply:
+        """Send ``prepare`` and wait for its reply until ``deadline`` (trio time; then R00).
+
+        Cancel-safe.
+        """
         if self.closed.is_set() or not self.session.is_open:
             return self._unreachable()
-        request_id, frame = self.session.send_prepare(prepare)
-        waiter = _Waiter()
-        self._waiters[request_id] = waiter
+        if deadline <= trio.current_time():
+            return expired_reject(prepare.expires_at, self.session.address)
+        ws = self.ws
+        if ws.congested:
+            # The peer reads slower than we write: wait for room, until the expiry at most.
+            with trio.move_on_at(deadline):
+                try:
+                    await ws.wait_for_room()
+                except WebSocketClosedError:
+                    return self._unreachable()
+            if ws.congested:
+                return expired_reject(prepare.expires_at, self.session.address)
+            if self.closed.is_set() or not self.session.is_open:
+                return self._unreachable()
+        session = self.session
+        request_id, frame = session.send_prepare(prepare)
         try:
-            await self._outbox.send(frame)
-            await waiter.event.wait()
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            # Alone in flight: write at once; otherwise let the writer batch the frames.
+            ws.send_nowait(frame, direct=not self._waiters)
+        except WebSocketClosedError:
+            session.abandon(request_id)
             return self._unreachable()
-        finally:
-            if not waiter.event.is_set():
-                self._waiters.pop(request_id, None)
-                self.session.abandon(request_id)
+        waiter = _Waiter(trio.lowlevel.current_task(), request_id, prepare.expires_at)
+        waiters = self._waiters
+        waiters[request_id] = waiter
+        self._expire_at(deadline, waiter)
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            waiter.done = True
+            if waiters.get(request_id) is waiter:
+                del waiters[request_id]
+            session.abandon(request_id)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+        self._prune()
         assert waiter.reply is not None
         return waiter.reply
 
@@ -336,22 +442,134 @@ class BtpConnection:
             self.session.address,
         )
 
-    async def _queue(self, frame: bytes) -> None:
-        # If the writer is gone with the socket, nothing can be sent any more.
-        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
-            await self._outbox.send(frame)
+    def _send(self, frame: bytes, *, direct: bool) -> None:
+        # If the WebSocket is closing, nothing can be sent any more.
+        with contextlib.suppress(WebSocketClosedError):
+            self.ws.send_nowait(frame, direct=direct)
 
-    # -- tasks ----------------------------------------------------------------------------------
+    # -- receiving ------------------------------------------------------------------------------
 
-    async def _writer(self) -> None:
-        async with self._frames:
-            async for frame in self._frames:
-                try:
-                    await self.ws.send_message(frame)
-                except ConnectionClosed as exc:
-                    self.close_reason = describe_close(exc)
-                    self._cancel_scope.cancel()
-                    return
+    def _on_message(self, frame: bytes | str) -> None:
+        """Each message from the peer, in the WebSocket's reader task."""
+        if type(frame) is str:
+            _log.debug("BTP %s: ignored a text frame", self.label)
+            return
+        assert isinstance(frame, bytes)
+        now = self._clock()
+        received = self.session.receive_frame(frame, now)
+        if received.reply is not None:
+            self._send(received.reply, direct=not self._handling)
+        event = received.event
+        if type(event) is ReplyReceived:
+            waiter = self._waiters.pop(event.request_id, None)
+            if waiter is not None:
+                waiter.resolve(event.reply)
+        elif type(event) is PrepareReceived:
+            self._dispatch(event, now)
+        elif isinstance(event, Dropped):
+            _log.debug("BTP %s: dropped a frame: %s", self.label, event.reason)
+        elif event is not None:
+            _log.debug("BTP %s: ignored %r", self.label, event)
+
+    def _dispatch(self, event: PrepareReceived, now: datetime) -> None:
+        nursery = self._nursery
+        if nursery is None:
+            return  # the connection is going down: so is this Prepare
+        if self._handling >= self._max_handling:
+            reply = local_reject(
+                "T03",
+                f"too many Prepares in flight (limit {self._max_handling})",
+                self.session.address,
+            )
+            self._send(self.session.send_reply(event.request_id, reply), direct=False)
+            return
+        self._handling += 1
+        job = _Job(event.request_id, event.prepare)
+        self._jobs.append(job)
+        self._expire_at(deadline_of(event.prepare.expires_at, now), job)
+        if not self._waking:
+            self._wake_worker(nursery)
+
+    def _wake_worker(self, nursery: trio.Nursery) -> None:
+        self._waking += 1
+        if self._idle:
+            trio.lowlevel.reschedule(self._idle.pop())
+        else:
+            nursery.start_soon(self._worker)
+
+    async def _worker(self) -> None:
+        """Answers queued Prepares, then waits for more (until the connection ends).
+
+        A worker that takes a Prepare while more wait wakes one other worker first (unless one
+        is already on its way), so a handler that blocks holds up no other Prepare, and
+        handlers that return at once are run one after the other without a task switch each.
+
+        Its cancel scope serves many Prepares: the timer cancels it when the one running
+        expires, and the next Prepare gets a new one.
+        """
+        jobs = self._jobs
+        self._waking -= 1
+        while True:
+            job: _Job | None = None
+            with trio.CancelScope() as scope:
+                while not scope.cancel_called:
+                    if not jobs:
+                        if len(self._idle) >= _MAX_IDLE_WORKERS:
+                            return
+                        await self._idle_wait()
+                        self._waking -= 1
+                        continue
+                    job = jobs.popleft()
+                    if jobs and not self._waking and self._nursery is not None:
+                        self._wake_worker(self._nursery)
+                    if job.state == _QUEUED:
+                        job.state = _RUNNING
+                        job.scope = scope
+                        reply = await self._answer(job.prepare)
+                    else:
+                        reply = self._expired_in_handler()
+                    self._finish(job, reply)
+                    job = None
+            if job is not None:
+                self._finish(job, self._expired_in_handler())
+
+    async def _idle_wait(self) -> None:
+        task = trio.lowlevel.current_task()
+        idle = self._idle
+        idle.append(task)
+
+        def abort(_: object) -> trio.lowlevel.Abort:
+            idle.remove(task)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        await trio.lowlevel.wait_task_rescheduled(abort)
+
+    def _finish(self, job: _Job, reply: Reply) -> None:
+        job.state = _DONE
+        self._handling -= 1
+        self._prune()
+        if self.session.is_open:
+            self._send(self.session.send_reply(job.request_id, reply), direct=not self._handling)
+
+    def _expired_in_handler(self) -> Reject:
+        return local_reject(
+            "R00", "the Prepare expired before it was answered", self.session.address
+        )
+
+    async def _answer(self, prepare: Prepare) -> Reply:
+        address = self.session.address
+        handler = self.handler
+        if handler is None:
+            return local_reject("F02", "this BTP endpoint takes no incoming Prepares", address)
+        try:
+            reply = await handler(prepare)
+        except Exception:
+            _log.exception("BTP %s: the Prepare handler raised", self.label)
+            return local_reject("T00", "internal error while handling the Prepare", address)
+        if not isinstance(reply, Fulfill | Reject):
+            _log.error("BTP %s: the Prepare handler returned %r", self.label, type(reply))
+            return local_reject("T00", "internal error while handling the Prepare", address)
+        return reply
 
     async def _keepalive(self, interval: float) -> None:
         while True:
@@ -359,89 +577,20 @@ class BtpConnection:
             with trio.move_on_after(self._ping_timeout) as scope:
                 try:
                     await self.ws.ping()
-                except ConnectionClosed:
+                except WebSocketClosedError:
                     return
             if scope.cancelled_caught:
                 self.abort(f"no answer to a WebSocket ping within {self._ping_timeout:g} s")
                 return
 
-    async def _reader(self, nursery: trio.Nursery) -> None:
-        session = self.session
-        while True:
-            try:
-                frame = await self.ws.get_message()
-            except ConnectionClosed as exc:
-                self.close_reason = describe_close(exc)
-                return
-            if isinstance(frame, str):
-                _log.debug("BTP %s: ignored a text frame", self.label)
-                continue
-            received = session.receive_frame(frame, self._clock())
-            if received.reply is not None:
-                await self._queue(received.reply)
-            event = received.event
-            if isinstance(event, ReplyReceived):
-                waiter = self._waiters.pop(event.request_id, None)
-                if waiter is not None:
-                    waiter.resolve(event.reply)
-            elif isinstance(event, PrepareReceived):
-                await self._dispatch(nursery, event)
-            elif isinstance(event, Dropped):
-                _log.debug("BTP %s: dropped a frame: %s", self.label, event.reason)
-            elif event is not None:
-                _log.debug("BTP %s: ignored %r", self.label, event)
-
-    async def _dispatch(self, nursery: trio.Nursery, event: PrepareReceived) -> None:
-        borrower = (self, event.request_id)
-        try:
-            self._limiter.acquire_on_behalf_of_nowait(borrower)
-        except trio.WouldBlock:
-            reply = local_reject(
-                "T03",
-                f"too many Prepares in flight (limit {self._limiter.total_tokens})",
-                self.session.address,
-            )
-            await self._queue(self.session.send_reply(event.request_id, reply))
-            return
-        nursery.start_soon(self._handle, event.request_id, event.prepare, borrower)
-
-    async def _handle(self, request_id: int, prepare: Prepare, borrower: object) -> None:
-        try:
-            reply = await self._answer(prepare)
-        finally:
-            self._limiter.release_on_behalf_of(borrower)
-        if self.session.is_open:
-            await self._queue(self.session.send_reply(request_id, reply))
-
-    async def _answer(self, prepare: Prepare) -> Reply:
-        address = self.session.address
-        handler = self.handler
-        if handler is None:
-            return local_reject("F02", "this BTP endpoint takes no incoming Prepares", address)
-        with trio.move_on_at(deadline_of(prepare.expires_at, self._clock())):
-            try:
-                reply = await handler(prepare)
-            except Exception:
-                _log.exception("BTP %s: the Prepare handler raised", self.label)
-                return local_reject("T00", "internal error while handling the Prepare", address)
-            if not isinstance(reply, Fulfill | Reject):
-                _log.error("BTP %s: the Prepare handler returned %r", self.label, type(reply))
-                return local_reject("T00", "internal error while handling the Prepare", address)
-            return reply
-        return local_reject("R00", "the Prepare expired before it was answered", address)
-
 
 async def send_until_expiry(conn: BtpConnection, prepare: Prepare, clock: Clock) -> Reply:
     """``conn.request`` bounded by the Prepare's expiry: an unanswered Prepare becomes R00."""
-    with trio.move_on_at(deadline_of(prepare.expires_at, clock())):
-        return await conn.request(prepare)
-    return expired_reject(prepare, conn.session.address)
+    return await conn.request(prepare, deadline_of(prepare.expires_at, clock()))
 
 
-def expired_reject(prepare: Prepare, address: str) -> Reject:
-    """The R00 Reject of a Prepare that got no reply before it expired."""
+def expired_reject(expires_at: datetime, address: str) -> Reject:
+    """The R00 Reject of a Prepare (expiring at ``expires_at``) that got no reply in time."""
     return local_reject(
-        "R00",
-        f"no reply before the Prepare expired at {prepare.expires_at.isoformat()}",
-        address,
+        "R00", f"no reply before the Prepare expired at {expires_at.isoformat()}", address
     )

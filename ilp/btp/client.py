@@ -29,7 +29,6 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from ..errors import AuthError, ConnectError, TransportError
 from ..link import PrepareHandler, Reply
@@ -37,12 +36,14 @@ from ..packet import Prepare, Reject
 from ._connection import (
     BtpConnection,
     Clock,
+    RandomPool,
     client_websocket,
     deadline_of,
     describe_close,
     expired_reject,
     utcnow,
 )
+from ._websocket import WebSocket, WebSocketClosedError
 from .session import Authenticated, AuthRefused, BtpSession, local_reject
 from .url import BtpUrl, parse_btp_url
 
@@ -86,14 +87,14 @@ class BtpClient:
         self._url = url
         self.handler = handler
         self._address = address
-        self._limiter = trio.CapacityLimiter(max_concurrent_prepares)
+        self._max_concurrent = max_concurrent_prepares
         self._connect_timeout = connect_timeout
         self._disconnect_timeout = disconnect_timeout
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
         self._backoff = reconnect_backoff
         self._ssl_context = ssl_context
-        self._random = random_bytes
+        self._random = RandomPool() if random_bytes is os.urandom else random_bytes
         self._clock = clock
         self._conn: BtpConnection | None = None
         self._changed = trio.Event()
@@ -140,18 +141,22 @@ class BtpClient:
 
         Waits for a reconnection if the socket is down, as long as the expiry allows.
         """
+        deadline = deadline_of(prepare.expires_at, self._clock())
+        conn = self._conn
+        if conn is not None and not conn.closed.is_set():
+            return await conn.request(prepare, deadline)
         sent = False
-        with trio.move_on_at(deadline_of(prepare.expires_at, self._clock())):
+        with trio.move_on_at(deadline):
             while True:
                 conn = self._conn
                 if conn is not None and not conn.closed.is_set():
                     sent = True
-                    return await conn.request(prepare)
+                    return await conn.request(prepare, deadline)
                 if self._stopped is not None:
                     return self._reject("T01", self._stopped)
                 await self._changed.wait()
         if sent:
-            return expired_reject(prepare, self._address)
+            return expired_reject(prepare.expires_at, self._address)
         return self._reject(
             "T01",
             f"not connected to the connector at {self.url} before the Prepare expired "
@@ -229,14 +234,14 @@ class BtpClient:
             ended = _Ended(False, exc)
         return ended
 
-    async def _serve(self, ws: WebSocketConnection, on_ready: Callable[[], None] | None) -> _Ended:
+    async def _serve(self, ws: WebSocket, on_ready: Callable[[], None] | None) -> _Ended:
         url = self._url
         session = BtpSession.client(self._random, address=self._address)
         try:
             with trio.fail_after(self._connect_timeout):
-                await ws.send_message(session.start_auth(url.username, url.token))
+                await ws.send(session.start_auth(url.username, url.token))
                 while True:
-                    frame = await ws.get_message()
+                    frame = await ws.receive()
                     if isinstance(frame, str):
                         continue
                     event = session.receive_frame(frame, self._clock()).event
@@ -252,7 +257,7 @@ class BtpClient:
                     f"{self._connect_timeout:g} s"
                 ),
             )
-        except ConnectionClosed as exc:
+        except WebSocketClosedError as exc:
             return _Ended(
                 False,
                 ConnectError(
@@ -265,7 +270,7 @@ class BtpClient:
             session,
             label=self.url,
             handler=self._dispatch,
-            limiter=self._limiter,
+            max_handling=self._max_concurrent,
             ping_interval=self._ping_interval,
             ping_timeout=self._ping_timeout,
             clock=self._clock,
@@ -381,7 +386,9 @@ async def open_btp_client(
                 body_error = exc
                 raise
     except BaseExceptionGroup as group:
-        rest = group.subgroup(lambda exc: not isinstance(exc, trio.Cancelled))
+        # split, not subgroup(predicate): the predicate would be tried on the group itself first
+        # and keep the whole group, turning a plain cancellation into a TransportError.
+        _, rest = group.split(trio.Cancelled)
         if rest is None:
             raise  # only cancellations: they belong to an enclosing cancel scope
         if body_error is not None and all(exc is body_error for exc in rest.exceptions):

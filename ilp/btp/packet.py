@@ -20,6 +20,7 @@ btp-packet does. :func:`decode_btp` raises only :class:`~ilp.errors.DecodeError`
 from __future__ import annotations
 
 import enum
+import struct
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
@@ -32,6 +33,7 @@ from ..oer import (
     Writer,
     decode_generalized_time,
     encode_generalized_time,
+    encode_length,
 )
 
 __all__ = [
@@ -45,10 +47,16 @@ __all__ = [
     "Response",
     "Transfer",
     "decode_btp",
+    "encode_ilp_frame",
+    "peek_ilp",
 ]
 
 MAX_ERROR_DATA_SIZE: Final = 8192
 _MAX_REQUEST_ID: Final = 0xFFFFFFFF
+_TYPE_AND_ID: Final = struct.Struct(">BI")
+_UNPACK_U32: Final = struct.Struct(">I").unpack_from
+# Protocol data holding one entry named "ilp": varuint count 1, then the name.
+_ILP_ENTRY: Final = b"\x01\x01\x03ilp"
 
 
 class BtpType(enum.IntEnum):
@@ -283,8 +291,106 @@ def _decode_error(request_id: int, r: Reader) -> Error:
     return Error(request_id, raw_code.decode("ascii"), name, triggered_at, data, protocol_data)
 
 
+def encode_ilp_frame(kind: BtpType, request_id: int, ilp: bytes) -> bytes:
+    """A Message or Response whose only protocol data is ``ilp`` (octet-stream) holding ``ilp``.
+
+    The same bytes as ``Message(request_id, (ProtocolData("ilp", 0, ilp),)).encode()`` (or
+    Response), built in one step: how every ILP packet travels.
+    """
+    _check_request_id(request_id)
+    entry_length = encode_length(len(ilp))
+    return b"".join(
+        (
+            _TYPE_AND_ID.pack(kind, request_id),
+            encode_length(7 + len(entry_length) + len(ilp)),
+            _ILP_ENTRY,
+            b"\x00",  # octet-stream
+            entry_length,
+            ilp,
+        )
+    )
+
+
+def _length_at(data: bytes, pos: int, end: int) -> tuple[int, int]:
+    """A canonical length of at most two bytes at ``pos`` and the position after it; (-1, 0)
+    for anything else (no byte there, a longer or non-canonical form)."""
+    if pos >= end:
+        return -1, 0
+    n = data[pos]
+    if n < 0x80:
+        return n, pos + 1
+    if n == 0x81 and pos + 1 < end:
+        n = data[pos + 1]
+        return (n, pos + 2) if n >= 0x80 else (-1, 0)
+    if n == 0x82 and pos + 2 < end:
+        n = (data[pos + 1] << 8) | data[pos + 2]
+        return (n, pos + 3) if n >= 0x100 else (-1, 0)
+    return -1, 0
+
+
+def _ilp_layout(data: bytes) -> tuple[int, int]:
+    """Where the content type and the data of the only ``ilp`` entry are (see :func:`peek_ilp`);
+    (-1, -1) if the packet has another shape."""
+    end = len(data)
+    if end < 14 or (data[0] != 6 and data[0] != 1):  # Message, Response
+        return -1, -1
+    # Short lengths (under 128 bytes) inline: most packets have them.
+    size = data[5]
+    if size < 0x80:
+        pos = 6
+    else:
+        size, pos = _length_at(data, 5, end)
+    if pos + size != end or not data.startswith(_ILP_ENTRY, pos):
+        return -1, -1
+    content_type = pos + 6
+    pos += 7
+    if pos >= end:
+        return -1, -1
+    size = data[pos]
+    if size < 0x80:
+        pos += 1
+    else:
+        size, pos = _length_at(data, pos, end)
+    if pos + size != end:
+        return -1, -1
+    return content_type, pos
+
+
+def peek_ilp(data: bytes) -> tuple[int, int, bytes] | None:
+    """Type, request id and ``ilp`` data of a Message or Response whose protocol data is
+    exactly one entry named ``ilp`` (of any content type), as nearly every packet is.
+
+    None for any other packet, valid or not (:func:`decode_btp` then tells which); never raises.
+    Whatever it accepts, :func:`decode_btp` decodes to the same values.
+    """
+    start = _ilp_layout(data)[1]
+    if start < 0:
+        return None
+    return data[0], _UNPACK_U32(data, 1)[0], data[start:]
+
+
+def _decode_ilp_fast(data: bytes) -> BtpPacket | None:
+    content_type, start = _ilp_layout(data)
+    if start < 0:
+        return None
+    raw_type = data[content_type]
+    entry: ProtocolData = object.__new__(ProtocolData)
+    object.__setattr__(entry, "name", "ilp")
+    object.__setattr__(entry, "content_type", ContentType(raw_type) if raw_type <= 2 else raw_type)
+    object.__setattr__(entry, "data", data[start:])
+    cls: type[Message | Response] = Message if data[0] == BtpType.MESSAGE else Response
+    packet = object.__new__(cls)
+    object.__setattr__(packet, "request_id", _UNPACK_U32(data, 1)[0])
+    object.__setattr__(packet, "protocol_data", (entry,))
+    return packet
+
+
 def decode_btp(data: Buffer) -> BtpPacket:
     """Decode one BTP packet; raises only :class:`~ilp.errors.DecodeError`."""
+    if type(data) is bytes:
+        fast = _decode_ilp_fast(data)
+        if fast is not None:
+            return fast
     r = Reader(data)
     kind = r.read_u8("type")
     request_id = r.read_u32("request_id")

@@ -28,19 +28,25 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import ssl
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import NoReturn
 
 import trio
-from trio_websocket import ConnectionClosed, WebSocketConnection
 
 from ..errors import IlpError
 from ..link import PrepareHandler, Reply
 from ..packet import Prepare
-from ._connection import BtpConnection, Clock, send_until_expiry, server_websocket, utcnow
+from ._connection import (
+    BtpConnection,
+    Clock,
+    RandomPool,
+    send_until_expiry,
+    server_websocket,
+    utcnow,
+)
+from ._websocket import WebSocket, WebSocketClosedError
 from .session import AuthRequested, BtpSession, RemoteProtocolError
 
 __all__ = ["BtpRequest", "BtpServerLink", "OnClient", "serve_btp"]
@@ -102,7 +108,7 @@ class BtpRequest:
 
     def __init__(
         self,
-        ws: WebSocketConnection,
+        ws: WebSocket,
         session: BtpSession,
         event: AuthRequested,
         nursery: trio.Nursery,
@@ -111,8 +117,7 @@ class BtpRequest:
         self.username = event.username
         self.token = event.token
         self.path = ws.path or "/"
-        remote = ws.remote
-        self.remote = remote if isinstance(remote, str) else f"{remote.address}:{remote.port}"
+        self.remote = ws.remote
         self._ws = ws
         self._session = session
         self._nursery = nursery
@@ -139,15 +144,15 @@ class BtpRequest:
             self._session,
             label=f"client {self.username or '(no username)'} at {self.remote}",
             handler=handler,
-            limiter=trio.CapacityLimiter(options.max_concurrent_prepares),
+            max_handling=options.max_concurrent_prepares,
             ping_interval=options.ping_interval,
             ping_timeout=options.ping_timeout,
             clock=options.clock,
         )
         frame = self._session.accept_auth()
         # If the socket is already closed, the reader sees it at once and closes the link.
-        with contextlib.suppress(ConnectionClosed):
-            await self._ws.send_message(frame)
+        with contextlib.suppress(WebSocketClosedError):
+            await self._ws.send(frame)
         await self._nursery.start(conn.run)
         self.link = BtpServerLink(conn, self, options.clock)
         return self.link
@@ -158,9 +163,9 @@ class BtpRequest:
         frame = self._session.refuse_auth(message, self._options.clock())
         with trio.move_on_after(self._options.disconnect_timeout):
             try:
-                await self._ws.send_message(frame)
+                await self._ws.send(frame)
                 await self._ws.aclose(code=1008, reason="BTP authentication refused")
-            except ConnectionClosed:
+            except WebSocketClosedError:
                 pass
 
     @property
@@ -185,6 +190,7 @@ class _Options:
         "max_concurrent_prepares",
         "ping_interval",
         "ping_timeout",
+        "random",
     )
 
     def __init__(
@@ -203,6 +209,7 @@ class _Options:
         self.ping_interval = ping_interval
         self.ping_timeout = ping_timeout
         self.clock = clock
+        self.random = RandomPool()
 
 
 async def serve_btp(
@@ -262,14 +269,14 @@ async def _serve_stream(on_client: OnClient, options: _Options, stream: trio.abc
             await _serve_client(on_client, options, ws)
 
 
-async def _serve_client(on_client: OnClient, options: _Options, ws: WebSocketConnection) -> None:
-    session = BtpSession.server(os.urandom)
+async def _serve_client(on_client: OnClient, options: _Options, ws: WebSocket) -> None:
+    session = BtpSession.server(options.random)
     event = None
     with trio.move_on_after(options.auth_timeout):
         while event is None:
             try:
-                frame = await ws.get_message()
-            except ConnectionClosed:
+                frame = await ws.receive()
+            except WebSocketClosedError:
                 return
             if isinstance(frame, str):
                 continue  # as interledger-rs: skip non-binary frames before the auth packet
@@ -291,11 +298,11 @@ async def _serve_client(on_client: OnClient, options: _Options, ws: WebSocketCon
         nursery.cancel_scope.cancel()
 
 
-async def _close_with(ws: WebSocketConnection, frame: bytes | None, options: _Options) -> None:
+async def _close_with(ws: WebSocket, frame: bytes | None, options: _Options) -> None:
     with trio.move_on_after(options.disconnect_timeout):
         try:
             if frame is not None:
-                await ws.send_message(frame)
+                await ws.send(frame)
             await ws.aclose(code=1008, reason="BTP authentication failed")
-        except ConnectionClosed:
+        except WebSocketClosedError:
             pass

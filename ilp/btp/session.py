@@ -52,6 +52,7 @@ from ..packet import (
 )
 from .packet import (
     BtpPacket,
+    BtpType,
     ContentType,
     Error,
     Message,
@@ -59,6 +60,8 @@ from .packet import (
     Response,
     Transfer,
     decode_btp,
+    encode_ilp_frame,
+    peek_ilp,
 )
 
 __all__ = [
@@ -290,10 +293,8 @@ class BtpSession:
         if self.state is not SessionState.OPEN:
             raise LocalProtocolError(f"cannot send a Prepare on a session that is {self._desc}")
         request_id = self._new_request_id()
+        frame = encode_ilp_frame(BtpType.MESSAGE, request_id, prepare.encode())
         self._outgoing[request_id] = prepare.execution_condition
-        frame = Message(
-            request_id, (ProtocolData("ilp", ContentType.OCTET_STREAM, prepare.encode()),)
-        ).encode()
         return request_id, frame
 
     def abandon(self, request_id: int) -> None:
@@ -327,6 +328,14 @@ class BtpSession:
         ``now`` is only used as the ``triggered_at`` of BTP Errors sent back.
         """
         state = self.state
+        if state is SessionState.OPEN and type(frame) is bytes:
+            # Nearly every frame: a Message or Response carrying one ILP packet.
+            peeked = peek_ilp(frame)
+            if peeked is not None:
+                kind, request_id, raw = peeked
+                if kind == BtpType.MESSAGE:
+                    return self._receive_ilp(request_id, raw, now, is_request=True)
+                return self._response_ilp(request_id, raw, now)
         if state is SessionState.CLOSED:
             return Received(Dropped("the session is closed"), None)
         if state is SessionState.IDLE:
@@ -397,22 +406,27 @@ class BtpSession:
 
     def _receive_response(self, packet: Response, now: datetime) -> Received:
         entry = packet.get("ilp")
-        if packet.request_id in self._outgoing:
-            if entry is None:
-                return self._resolve(
-                    packet.request_id,
-                    self._reject("T00", "the peer answered the Prepare without an ILP reply"),
-                )
-            return self._receive_ilp(packet.request_id, entry.data, now, is_request=False)
         if entry is not None:
-            # A Prepare in a Response (interledger-rs's mapping) is still a Prepare.
-            try:
-                inner = decode_packet(entry.data)
-            except DecodeError:
-                inner = None
-            if isinstance(inner, Prepare):
-                return self._receive_ilp(packet.request_id, entry.data, now, is_request=True)
+            return self._response_ilp(packet.request_id, entry.data, now)
+        if packet.request_id in self._outgoing:
+            return self._resolve(
+                packet.request_id,
+                self._reject("T00", "the peer answered the Prepare without an ILP reply"),
+            )
         return Received(Dropped(f"response to unknown request id {packet.request_id}"), None)
+
+    def _response_ilp(self, request_id: int, raw: bytes, now: datetime) -> Received:
+        """A Response whose ``ilp`` entry holds ``raw``."""
+        if request_id in self._outgoing:
+            return self._receive_ilp(request_id, raw, now, is_request=False)
+        # A Prepare in a Response (interledger-rs's mapping) is still a Prepare.
+        try:
+            inner = decode_packet(raw)
+        except DecodeError:
+            inner = None
+        if isinstance(inner, Prepare):
+            return self._receive_ilp(request_id, raw, now, is_request=True)
+        return Received(Dropped(f"response to unknown request id {request_id}"), None)
 
     def _receive_error(self, packet: Error) -> Received:
         if packet.request_id not in self._outgoing:
@@ -500,6 +514,4 @@ def _error(request_id: int, code: str, message: str, now: datetime) -> bytes:
 
 
 def _ilp_response(request_id: int, reply: Fulfill | Reject) -> bytes:
-    return Response(
-        request_id, (ProtocolData("ilp", ContentType.OCTET_STREAM, reply.encode()),)
-    ).encode()
+    return encode_ilp_frame(BtpType.RESPONSE, request_id, reply.encode())

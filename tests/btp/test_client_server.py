@@ -4,30 +4,41 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import ssl
+import tempfile
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime, timedelta
+from ipaddress import ip_address
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 import wsproto
 import wsproto.events
-from trio_websocket import ConnectionClosed, WebSocketConnection
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from ilp.btp import (
+    BtpClient,
     BtpRequest,
     BtpServerLink,
     ContentType,
     Error,
     Message,
     ProtocolData,
+    Response,
     connect_btp,
     decode_btp,
     open_btp_client,
+    parse_btp_url,
     serve_btp,
 )
-from ilp.btp._connection import client_websocket
+from ilp.btp._connection import RandomPool, client_websocket
+from ilp.btp._websocket import CloseReason, WebSocket, WebSocketClosedError
 from ilp.errors import AuthError, ConnectError
 from ilp.link import IlpLink, PrepareHandler, Reply
 from ilp.packet import ErrorCode, Fulfill, Prepare, Reject
@@ -393,7 +404,7 @@ async def test_send_waits_for_reconnection_only_until_expiry() -> None:
             await client.aclose()
 
 
-def _websocket(port: int) -> AbstractAsyncContextManager[WebSocketConnection]:
+def _websocket(port: int) -> AbstractAsyncContextManager[WebSocket]:
     return client_websocket(
         f"ws://127.0.0.1:{port}/",
         label="test",
@@ -403,16 +414,20 @@ def _websocket(port: int) -> AbstractAsyncContextManager[WebSocketConnection]:
     )
 
 
-async def _raw_auth(port: int, frame: bytes) -> list[bytes | str]:
-    """Open a WebSocket by hand, send ``frame``, collect what comes back until the close."""
+async def _raw_auth(
+    port: int, frame: bytes, close: list[CloseReason] | None = None
+) -> list[bytes | str]:
+    """Open a WebSocket by hand, send ``frame``, collect what comes back until the close
+    (whose reason goes into ``close``)."""
     got: list[bytes | str] = []
     async with _websocket(port) as ws:
-        await ws.send_message(frame)
+        await ws.send(frame)
         try:
             while True:
-                got.append(await ws.get_message())
-        except ConnectionClosed:
-            pass
+                got.append(await ws.receive())
+        except WebSocketClosedError as exc:
+            if close is not None:
+                close.append(exc.reason)
     return got
 
 
@@ -438,21 +453,23 @@ async def test_server_refusal_is_f00_then_close() -> None:
             ProtocolData.text("auth_token", "nope"),
         ),
     ).encode()
+    close: list[CloseReason] = []
     with trio.fail_after(LIMIT):
         async with server.running() as port:
-            got = await _raw_auth(port, auth)
+            got = await _raw_auth(port, auth, close)
     error = decode_btp(got[0]) if isinstance(got[0], bytes) else None
     assert isinstance(error, Error)
     assert (error.request_id, error.code, error.text) == (9, "F00", "invalid auth_token")
     assert len(got) == 1
+    assert close == [CloseReason(1008, "BTP authentication refused")]
 
 
 async def test_server_drops_a_client_that_never_authenticates() -> None:
     server = Server(auth_timeout=0.3)
     with trio.fail_after(LIMIT):
         async with server.running() as port, _websocket(port) as ws:
-            with pytest.raises(ConnectionClosed):
-                await ws.get_message()
+            with pytest.raises(WebSocketClosedError):
+                await ws.receive()
     assert server.requests == []
 
 
@@ -480,6 +497,53 @@ async def test_keepalive_detects_a_silent_peer() -> None:
             await stream.aclose()
 
 
+async def test_text_messages_and_pings_are_not_btp() -> None:
+    """Text messages are skipped (before and after authentication), pings answered; the BTP
+    session goes on."""
+    server = Server()
+    with trio.fail_after(LIMIT):
+        async with server.running() as port:
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            ws = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+            events: list[wsproto.events.Event] = []
+
+            async def next_event() -> wsproto.events.Event:
+                while not events:
+                    events.extend(ws.events())
+                    if not events:
+                        ws.receive_data(await stream.receive_some())
+                return events.pop(0)
+
+            async def send(event: wsproto.events.Event) -> None:
+                await stream.send_all(ws.send(event))
+
+            await send(wsproto.events.Request(host="127.0.0.1", target="/"))
+            assert isinstance(await next_event(), wsproto.events.AcceptConnection)
+            await send(wsproto.events.Ping(b"hello?"))  # as ilp-plugin-btp does before auth
+            await send(wsproto.events.TextMessage("not BTP"))
+            auth = Message(
+                1, (ProtocolData("auth", 0, b""), ProtocolData.text("auth_token", TOKEN))
+            ).encode()
+            await send(wsproto.events.BytesMessage(auth))
+            assert await next_event() == wsproto.events.Pong(b"hello?")
+            answer = await next_event()
+            assert isinstance(answer, wsproto.events.BytesMessage)
+            assert decode_btp(answer.data) == Response(1)
+            await send(wsproto.events.TextMessage("still not BTP"))
+            ilp = ProtocolData("ilp", 0, prepare(data=b"after text").encode())
+            await send(wsproto.events.BytesMessage(Message(2, (ilp,)).encode()))
+            answer = await next_event()
+            assert isinstance(answer, wsproto.events.BytesMessage)
+            reply = decode_btp(answer.data)
+            assert isinstance(reply, Response) and reply.request_id == 2
+            entry = reply.get("ilp")
+            assert entry is not None
+            assert Fulfill.decode(entry.data) == Fulfill(FULFILLMENT, b"after text")
+            await send(wsproto.events.CloseConnection(1000))
+            assert isinstance(await next_event(), wsproto.events.CloseConnection)
+            await stream.aclose()
+
+
 async def test_reject_code_type() -> None:
     async def handler(p: Prepare) -> Reply:
         return Reject(ErrorCode("F99"), "test.server", "app", b"data")
@@ -489,3 +553,254 @@ async def test_reject_code_type() -> None:
         async with server.running(), open_btp_client(server.url()) as link:
             reply = await link.send(prepare())
     assert reply == Reject(ErrorCode("F99"), "test.server", "app", b"data")
+
+
+# -- expiries, handler workers, TLS -------------------------------------------------------------
+
+
+@asynccontextmanager
+async def skewed_client(url: str, skew: float) -> AsyncIterator[BtpClient]:
+    """A client whose clock is ``skew`` seconds ahead of the server's (behind if negative)."""
+
+    def clock() -> datetime:
+        return datetime.now(UTC) + timedelta(seconds=skew)
+
+    client = BtpClient(parse_btp_url(url), address="test.alice", clock=clock)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(client._run)
+        try:
+            yield client
+        finally:
+            await client.aclose()
+
+
+async def test_a_handler_past_the_expiry_is_cancelled_and_answered_r00() -> None:
+    cancelled = 0
+
+    async def handler(p: Prepare) -> Reply:
+        nonlocal cancelled
+        if p.data.startswith(b"hang"):
+            try:
+                await trio.sleep_forever()
+            finally:
+                cancelled += 1
+        return Fulfill(FULFILLMENT, p.data)
+
+    server = Server(handler)
+    replies: dict[bytes, Reply] = {}
+    with trio.fail_after(LIMIT):
+        # The client's clock is 10 s behind: only the server's expiry can fire.
+        async with server.running(), skewed_client(server.url(), -10) as link:
+
+            async def send(data: bytes, seconds: float) -> None:
+                replies[data] = await link.send(prepare(seconds=seconds, data=data))
+
+            async with trio.open_nursery() as nursery:
+                for i in range(5):
+                    nursery.start_soon(send, b"hang%d" % i, 0.2 + 0.05 * i)
+                    nursery.start_soon(send, b"quick%d" % i, 10)
+            # The workers whose Prepare expired serve the next ones.
+            for i in range(10):
+                assert await link.send(prepare(data=b"%d" % i)) == Fulfill(FULFILLMENT, b"%d" % i)
+            assert link.connections == 1
+    assert cancelled == 5
+    for i in range(5):
+        assert replies[b"quick%d" % i] == Fulfill(FULFILLMENT, b"quick%d" % i)
+        reply = replies[b"hang%d" % i]
+        assert isinstance(reply, Reject)
+        assert (reply.code, reply.triggered_by) == ("R00", "test.server")
+        assert reply.message == "the Prepare expired before it was answered"
+
+
+async def test_our_expiry_is_r00_and_a_late_reply_is_dropped() -> None:
+    release = trio.Event()
+
+    async def handler(p: Prepare) -> Reply:
+        if p.data == b"slow":
+            await release.wait()
+        return Fulfill(FULFILLMENT, p.data)
+
+    server = Server(handler)
+    with trio.fail_after(LIMIT):
+        # The client's clock is 10 s ahead: its expiry comes long before the server's.
+        async with server.running(), skewed_client(server.url(), 10) as link:
+            late = prepare(seconds=10.3, data=b"slow")
+            reply = await link.send(late)
+            assert isinstance(reply, Reject)
+            assert (reply.code, reply.triggered_by) == ("R00", "test.alice")
+            assert reply.message == (
+                f"no reply before the Prepare expired at {late.expires_at.isoformat()}"
+            )
+            release.set()  # the server's Fulfill now comes, and nobody waits for it
+            for i in range(3):
+                data = b"next%d" % i
+                assert await link.send(prepare(seconds=20, data=data)) == Fulfill(FULFILLMENT, data)
+            # Already expired when sent: R00 at once, nothing goes out.
+            expired = await link.send(prepare(seconds=5))
+            assert isinstance(expired, Reject) and expired.code == "R00"
+
+
+async def test_replies_resolve_the_right_senders_among_expiring_ones() -> None:
+    async def handler(p: Prepare) -> Reply:
+        i = int(p.data)
+        await trio.sleep(5 if i % 4 == 0 else i % 3 * 0.02)
+        return Fulfill(FULFILLMENT, p.data)
+
+    server = Server(handler)
+    replies: dict[int, Reply] = {}
+
+    async def send(link: IlpLink, i: int) -> None:
+        # Every fourth Prepare expires before its reply can come.
+        seconds = 0.1 if i % 4 == 0 else 10
+        replies[i] = await link.send(prepare(seconds=seconds, data=b"%d" % i))
+
+    with trio.fail_after(LIMIT):
+        async with (
+            server.running(),
+            open_btp_client(server.url()) as link,
+            trio.open_nursery() as nursery,
+        ):
+            for i in range(60):
+                nursery.start_soon(send, link, i)
+    for i, reply in replies.items():
+        if i % 4 == 0:
+            assert isinstance(reply, Reject) and reply.code == "R00", (i, reply)
+        else:
+            assert reply == Fulfill(FULFILLMENT, b"%d" % i)
+    assert len(replies) == 60
+
+
+def _self_signed() -> tuple[ssl.SSLContext, ssl.SSLContext]:
+    """A server context with a fresh certificate for 127.0.0.1, and a client one trusting it."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.now(UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=1))
+        .not_valid_after(now + timedelta(hours=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ip_address("127.0.0.1"))]), False
+        )
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
+    key_pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    with tempfile.TemporaryDirectory() as tmp:
+        cert_file, key_file = Path(tmp, "cert.pem"), Path(tmp, "key.pem")
+        cert_file.write_bytes(cert_pem)
+        key_file.write_bytes(key_pem)
+        server.load_cert_chain(cert_file, key_file)
+    client = ssl.create_default_context(cadata=cert_pem.decode("ascii"))
+    return server, client
+
+
+async def test_wss_with_an_ssl_context() -> None:
+    server_context, client_context = _self_signed()
+    server = Server(ssl_context=server_context)
+    url = server.url
+    with trio.fail_after(LIMIT):
+        async with server.running():
+            wss = url().replace("btp+ws://", "btp+wss://")
+            async with open_btp_client(wss, ssl_context=client_context) as link:
+                assert link.url.startswith("wss://")
+                big = b"b" * 30000  # several TLS records
+                assert await link.send(prepare(data=big)) == Fulfill(FULFILLMENT, big)
+                server_link = await server.accepted.receive()
+                reply = await server_link.send(prepare(destination="test.alice"))
+                assert isinstance(reply, Reject) and reply.code == "F02"
+            # Without trusting the certificate, the connection fails.
+            with pytest.raises(ConnectError, match="cannot reach the connector"):
+                async with open_btp_client(wss):
+                    pytest.fail("must not connect")  # pragma: no cover
+
+
+async def test_a_peer_that_stops_reading_holds_sends_only_until_their_expiry() -> None:
+    """A connector that authenticates us and then reads nothing: our frames pile up until
+    senders must wait for room; each still returns R00 at its expiry."""
+    accepted = trio.Event()
+
+    async def silent_connector(stream: trio.SocketStream) -> None:
+        peer = wsproto.WSConnection(wsproto.ConnectionType.SERVER)
+        while True:
+            peer.receive_data(await stream.receive_some())
+            for event in peer.events():
+                if isinstance(event, wsproto.events.Request):
+                    await stream.send_all(peer.send(wsproto.events.AcceptConnection()))
+                elif isinstance(event, wsproto.events.BytesMessage):
+                    auth = decode_btp(event.data)
+                    await stream.send_all(
+                        peer.send(wsproto.events.BytesMessage(Response(auth.request_id).encode()))
+                    )
+                    accepted.set()
+                    await trio.sleep_forever()  # and never reads again
+
+    replies: list[Reply] = []
+    with trio.fail_after(LIMIT):
+        async with trio.open_nursery() as nursery:
+            listeners = await nursery.start(trio.serve_tcp, silent_connector, 0)
+            port = listeners[0].socket.getsockname()[1]
+            async with open_btp_client(f"btp+ws://a:b@127.0.0.1:{port}") as link:
+                await accepted.wait()
+                congested = trio.Event()
+
+                async def send() -> None:
+                    replies.append(await link.send(prepare(seconds=2, data=b"d" * 32000)))
+
+                async def watch() -> None:
+                    while not link._conn.ws.congested:  # type: ignore[union-attr]
+                        await trio.sleep(0.01)
+                    congested.set()
+
+                async with trio.open_nursery() as senders:
+                    senders.start_soon(watch)
+                    while not congested.is_set():
+                        senders.start_soon(send)
+                        await trio.sleep(0)
+                    for _ in range(20):  # these wait for room
+                        senders.start_soon(send)
+            nursery.cancel_scope.cancel()
+    assert len(replies) > 20
+    for reply in replies:
+        assert isinstance(reply, Reject) and reply.code == "R00", reply
+
+
+def test_random_pool_hands_out_the_source_in_order() -> None:
+    calls: list[int] = []
+
+    def source(n: int) -> bytes:
+        calls.append(n)
+        return bytes(range(256)) * (n // 256)
+
+    pool = RandomPool(source)
+    taken = b"".join(pool(4) for _ in range(1025))
+    assert taken[:8] == bytes(range(8))
+    assert taken[4092:4100] == bytes((252, 253, 254, 255, 0, 1, 2, 3))
+    assert calls == [4096, 4096]
+
+
+async def test_cancel_scope_around_the_client_is_a_plain_cancellation() -> None:
+    """A deadline around `open_btp_client` cancels cleanly; it is not reported as a failure."""
+    from ilp.btp import open_btp_client, serve_btp
+
+    async def on_client(request: BtpRequest) -> None:
+        link = await request.accept()
+        await link.wait_closed()
+
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(serve_btp, on_client)
+        with trio.move_on_after(0.5) as scope:
+            async with open_btp_client(f"btp+ws://a:b@127.0.0.1:{port}"):
+                await trio.sleep_forever()
+        assert scope.cancelled_caught
+        nursery.cancel_scope.cancel()

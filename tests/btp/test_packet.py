@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from ilp.btp.packet import (
     BtpPacket,
+    BtpType,
     ContentType,
     Error,
     Message,
@@ -18,6 +19,8 @@ from ilp.btp.packet import (
     Response,
     Transfer,
     decode_btp,
+    encode_ilp_frame,
+    peek_ilp,
 )
 from ilp.errors import DecodeError, EncodeError
 from ilp.oer import encode_length, encode_var_uint
@@ -189,3 +192,102 @@ def test_get_and_primary() -> None:
 def test_encode_errors(build: object, match: str) -> None:
     with pytest.raises(EncodeError, match=match):
         build()  # type: ignore[operator]
+
+
+# -- the fast path for a Message or Response carrying one ILP packet --------------------------
+
+ilp_packets: st.SearchStrategy[Message | Response] = st.builds(
+    lambda cls, request_id, content_type, data: cls(
+        request_id, (ProtocolData("ilp", content_type, data),)
+    ),
+    st.sampled_from([Message, Response]),
+    u32,
+    st.integers(min_value=0, max_value=255),
+    st.binary(max_size=300),
+)
+
+
+def _full_decode(raw: bytes) -> BtpPacket:
+    """decode_btp without the fast path (it only looks at ``bytes``)."""
+    return decode_btp(memoryview(raw))
+
+
+def _check_ilp_frame(packet: Message | Response) -> None:
+    raw = packet.encode()
+    entry = packet.protocol_data[0]
+    kind = BtpType.MESSAGE if isinstance(packet, Message) else BtpType.RESPONSE
+    peeked = peek_ilp(raw)
+    n = len(entry.data)
+    if 7 + len(encode_length(n)) + n < 65536:  # lengths of up to 2 bytes; longer: full decoder
+        assert peeked == (kind, packet.request_id, entry.data)
+    else:
+        assert peeked is None
+    decoded = decode_btp(raw)
+    assert decoded == packet == _full_decode(raw)
+    assert type(decoded.protocol_data[0].content_type) is type(entry.content_type)
+    if entry.content_type == ContentType.OCTET_STREAM:
+        assert encode_ilp_frame(kind, packet.request_id, entry.data) == raw
+
+
+@given(ilp_packets)
+def test_ilp_frames_take_the_fast_path(packet: Message | Response) -> None:
+    _check_ilp_frame(packet)
+
+
+@pytest.mark.parametrize("size", [127, 128, 255, 256, 64000, 65535, 65536, 70000])
+@pytest.mark.parametrize("cls", [Message, Response])
+def test_ilp_frames_of_every_length_form(size: int, cls: type[Message | Response]) -> None:
+    _check_ilp_frame(cls(9, (ProtocolData("ilp", 0, bytes(range(256)) * (size // 256)),)))
+    _check_ilp_frame(cls(9, (ProtocolData("ilp", 7, b"\x01" * size),)))
+
+
+@given(packets | ilp_packets, st.data())
+def test_the_fast_path_agrees_with_the_full_decoder(packet: BtpPacket, data: st.DataObject) -> None:
+    raw = bytearray(packet.encode())
+    if data.draw(st.booleans()):
+        index = data.draw(st.integers(min_value=0, max_value=len(raw) - 1))
+        raw[index] = data.draw(st.integers(min_value=0, max_value=255))
+        del raw[data.draw(st.integers(min_value=0, max_value=len(raw))) :]
+    frame = bytes(raw)
+    peeked = peek_ilp(frame)
+    try:
+        full = _full_decode(frame)
+    except DecodeError:
+        assert peeked is None
+        with pytest.raises(DecodeError):
+            decode_btp(frame)
+        return
+    assert decode_btp(frame) == full
+    single_ilp = (
+        isinstance(full, Message | Response)
+        and len(full.protocol_data) == 1
+        and full.protocol_data[0].name == "ilp"
+    )
+    if peeked is not None:
+        assert single_ilp
+        assert peeked == (frame[0], full.request_id, full.protocol_data[0].data)
+    elif len(frame) < 65000:
+        assert not single_ilp
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        # Non-canonical lengths: the fast path leaves them to the decoder, which refuses them.
+        bytes.fromhex("06 00000001 81 0a 0101 03 696c70 00 02 0c00"),
+        bytes.fromhex("06 00000001 0b 0101 03 696c70 00 81 02 0c00"),
+        # Two entries, a count written long, trailing bytes.
+        bytes.fromhex("06 00000001 0a 0102 03 696c70 00 01 0c"),
+        bytes.fromhex("06 00000001 0b 0201 01 03 696c70 00 01 0c"),
+        bytes.fromhex("06 00000001 0a 0101 03 696c70 00 01 0c 00"),
+    ],
+)
+def test_fast_path_declines_unusual_frames(raw: bytes) -> None:
+    assert peek_ilp(raw) is None
+    with pytest.raises(DecodeError):
+        decode_btp(raw)
+
+
+def test_encode_ilp_frame_checks_the_request_id() -> None:
+    with pytest.raises(EncodeError, match="unsigned 32-bit"):
+        encode_ilp_frame(BtpType.MESSAGE, 2**32, b"")

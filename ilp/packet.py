@@ -196,6 +196,28 @@ class Prepare:
         validate_address(self.destination)
         _check_data(self.data)
 
+    def forward(self, amount: int, expires_at: datetime) -> Prepare:
+        """A copy with a new ``amount`` and ``expires_at``, as a connector forwards it.
+
+        The condition, destination and data are the same objects, already valid, so only the
+        two new fields are checked (cheaper than building a Prepare from scratch).
+        """
+        if not 0 <= amount <= MAX_UINT64:
+            raise EncodeError(f"amount {amount} is not an unsigned 64-bit integer")
+        if expires_at.tzinfo is not UTC:
+            if expires_at.tzinfo is None:
+                raise EncodeError("expires_at must be timezone-aware (UTC)")
+            expires_at = expires_at.astimezone(UTC)
+        if expires_at.microsecond % 1000:
+            expires_at = expires_at.replace(microsecond=expires_at.microsecond // 1000 * 1000)
+        p: Prepare = _new(Prepare)
+        _set(p, "amount", amount)
+        _set(p, "expires_at", expires_at)
+        _set(p, "execution_condition", self.execution_condition)
+        _set(p, "destination", self.destination)
+        _set(p, "data", self.data)
+        return p
+
     def encode(self) -> bytes:
         dest = self.destination.encode("ascii")
         data = self.data

@@ -169,3 +169,48 @@ def test_expiry_is_held_as_sent() -> None:
     assert prepare.expires_at == datetime(2030, 1, 1, 17, 0, 0, 123000, tzinfo=UTC)
     assert prepare.expires_at.tzinfo is UTC
     assert decode_packet(prepare.encode()) == prepare
+
+
+def test_forward_changes_amount_and_expiry_only() -> None:
+    later = datetime(2030, 1, 1, 12, 0, 0, 5000, tzinfo=UTC)
+    forwarded = PREPARE.forward(99, later)
+    assert (forwarded.amount, forwarded.expires_at) == (99, later)
+    assert forwarded.execution_condition == PREPARE.execution_condition
+    assert forwarded.destination == PREPARE.destination
+    assert forwarded.data == PREPARE.data
+    assert forwarded == Prepare(99, later, PREPARE.execution_condition, "example.alice", b"hello")
+    assert decode_packet(forwarded.encode()) == forwarded
+    assert (PREPARE.amount, PREPARE.expires_at) == (107, EXPIRY)  # the original is untouched
+    for amount in (0, 2**64 - 1):
+        assert PREPARE.forward(amount, later).amount == amount
+
+
+@pytest.mark.parametrize("amount", [-1, 2**64])
+def test_forward_refuses_amounts_out_of_range(amount: int) -> None:
+    with pytest.raises(EncodeError, match="unsigned 64-bit"):
+        PREPARE.forward(amount, EXPIRY)
+
+
+def test_forward_normalises_the_expiry() -> None:
+    from datetime import timedelta, timezone
+
+    local = datetime(2030, 1, 1, 14, 0, 0, 123999, tzinfo=timezone(timedelta(hours=2)))
+    forwarded = PREPARE.forward(1, local)
+    assert forwarded.expires_at == datetime(2030, 1, 1, 12, 0, 0, 123000, tzinfo=UTC)
+    assert forwarded.expires_at.tzinfo is UTC
+    assert forwarded == Prepare(1, local, PREPARE.execution_condition, "example.alice", b"hello")
+    assert decode_packet(forwarded.encode()) == forwarded
+    precise = PREPARE.forward(1, datetime(2030, 1, 1, 0, 0, 0, 999, tzinfo=UTC))
+    assert precise.expires_at == datetime(2030, 1, 1, tzinfo=UTC)
+    with pytest.raises(EncodeError, match="timezone-aware"):
+        PREPARE.forward(1, datetime(2030, 1, 1))
+
+
+@given(prepares, u64, timestamps)
+def test_forward_equals_a_new_prepare(prepare: Prepare, amount: int, expiry: datetime) -> None:
+    forwarded = prepare.forward(amount, expiry)
+    rebuilt = Prepare(
+        amount, expiry, prepare.execution_condition, prepare.destination, prepare.data
+    )
+    assert forwarded == rebuilt
+    assert forwarded.encode() == rebuilt.encode()

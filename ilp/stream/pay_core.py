@@ -935,6 +935,11 @@ class PaymentCore:
             return
         if code == "F08" and amount > 0:
             self._reduce_max_packet(request, reply)
+        elif code == "T04" and amount > self._max_packet.greatest_ack:
+            # Insufficient liquidity for a probe larger than any that got through: a credit
+            # limit on the path caps what a packet can carry now. Search below it, as for F08
+            # without data; waiting would not make a 10^12 probe fit a limit of 10^4.
+            self._max_packet.reduce(amount, None, None)
         elif code[:1] == "T":
             self._back_off(request, now)
             self._queue_probe(amount)

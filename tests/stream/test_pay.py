@@ -371,6 +371,21 @@ def _fulfillable(p: FakePath, prepare: Prepare) -> bool:
     return digest == prepare.execution_condition
 
 
+async def test_t04_on_large_probes_is_a_size_limit(autojump_clock: trio.testing.MockClock) -> None:
+    # A credit limit of 5000 on the path: every Prepare over it is T04, whatever it carries.
+    async def credit_limit(prepare: Prepare) -> Reply | None:
+        if prepare.amount > 5000:
+            return Reject(ErrorCode("T04"), CONNECTOR, "insufficient liquidity")
+        return None
+
+    p = path(hook=credit_limit)
+    result = await pay(p, RECEIVER, SECRET, source_amount=12_000, probe_timeout=5)
+    assert result.status is PaymentStatus.COMPLETE, result.error
+    assert result.amount_sent == 12_000 == p.money_sent
+    assert result.max_packet_amount is not None and result.max_packet_amount <= 5000
+    assert all(amount <= 5000 for amount in p.fulfilled_amounts)
+
+
 async def test_persistent_t04_ends_with_idle_timeout(
     autojump_clock: trio.testing.MockClock,
 ) -> None:

@@ -83,8 +83,10 @@ class BtpClient:
         ssl_context: ssl.SSLContext | None = None,
         random_bytes: Callable[[int], bytes] = os.urandom,
         clock: Clock = utcnow,
+        persistent: bool = False,
     ) -> None:
         self._url = url
+        self._persistent = persistent
         self.handler = handler
         self._address = address
         self._max_concurrent = max_concurrent_prepares
@@ -199,6 +201,9 @@ class BtpClient:
         Later, a refused token raises AuthError; other failures are retried with backoff.
         """
         first, delay = True, self._backoff[0]
+        if self._persistent:
+            task_status.started()
+            first = False
         try:
             with self._cancel_scope:
                 while True:
@@ -207,6 +212,14 @@ class BtpClient:
                         return
                     if ended.ready:
                         first, delay = False, self._backoff[0]
+                    elif self._persistent:
+                        # A node keeps dialing its peers: a refusal may be fixed on their side.
+                        self._last_error = str(ended.error)
+                        if isinstance(ended.error, AuthError):
+                            delay = self._backoff[1]
+                            _log.warning("BTP %s: %s", self.url, ended.error)
+                        else:
+                            delay = min(delay * 2, self._backoff[1])
                     elif first or isinstance(ended.error, AuthError):
                         self.fatal_error = ended.error
                         self._stop(str(ended.error))
@@ -218,6 +231,16 @@ class BtpClient:
                     await trio.sleep(delay)
         finally:
             self._done.set()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Run a ``persistent`` client until :meth:`aclose` or cancellation, for
+        ``await nursery.start(client.run)``: reports ``started`` at once, then dials and
+        redials for ever (a refused token is logged and retried at the longest backoff).
+        :attr:`connected` says whether it is up; :meth:`send` waits for it within the expiry.
+        """
+        if not self._persistent:
+            raise RuntimeError("run() is for persistent clients; use connect_btp otherwise")
+        await self._run(task_status=task_status)
 
     async def _connect_once(self, on_ready: Callable[[], None] | None) -> _Ended:
         ended: _Ended | None = None

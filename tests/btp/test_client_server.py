@@ -804,3 +804,40 @@ async def test_cancel_scope_around_the_client_is_a_plain_cancellation() -> None:
                 await trio.sleep_forever()
         assert scope.cancelled_caught
         nursery.cancel_scope.cancel()
+
+
+async def test_persistent_client_dials_until_accepted() -> None:
+    """A node's dial-out: it starts before the server exists, and a refusal is retried too."""
+    from functools import partial
+
+    from ilp.btp.client import BtpClient
+    from ilp.btp.url import parse_btp_url
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    client = BtpClient(
+        parse_btp_url(f"btp+ws://node:token@127.0.0.1:{port}"),
+        persistent=True,
+        reconnect_backoff=(0.01, 0.05),
+    )
+    refusals = 0
+
+    async def on_client(request: BtpRequest) -> None:
+        nonlocal refusals
+        if refusals < 2:
+            refusals += 1
+            await request.refuse("not yet")
+            return
+        link = await request.accept()
+        await link.wait_closed()
+
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(client.run)  # reports at once, connected or not
+            assert not client.connected
+            await nursery.start(partial(serve_btp, on_client, port=port))
+            await client.wait_connected()
+            assert refusals == 2 and client.connections == 1
+            await client.aclose()
+            nursery.cancel_scope.cancel()

@@ -1,0 +1,533 @@
+"""The connector at the heart of ``ilp node``: accounts, routing and the per-packet rules.
+
+:meth:`Connector.handle` is the :data:`~ilp.link.PrepareHandler` of every account's link (with
+the account bound). For each Prepare it does, in this order:
+
+1. ``peer.*`` destinations are never forwarded: ``peer.config`` answers ILDCP for children,
+   anything else is F01.
+2. The account's ``max_packet_amount``: over it is F08 with the amounts in the data.
+3. The route: longest-prefix match over static routes, the children's addresses, the node's own
+   receiving addresses and the parent's default route; nothing matches is F02.
+4. The expiry: the next hop gets ``min(expiry - min_message_window, now + max_hold_time)``; less
+   than ``min_message_window`` left is R02.
+5. The amount: ``floor(amount * rate * (1 - spread))`` in exact arithmetic; 0 out of a non-zero
+   amount in is R01.
+6. The credit limit: the account's balance, less what it has in flight, less this amount, may not
+   fall below ``-credit_limit``; otherwise T04.
+7. Forward, and wait no longer than the outgoing expiry (then R00).
+8. A Fulfill counts only if ``sha256(fulfillment) == condition`` (else F05, and nothing moves).
+   The incoming account is debited, the outgoing credited, and both balances are committed to
+   the store *before* the Fulfill goes back. A Reject releases the amount held and goes back as
+   it came.
+
+Balances are the node's view of each account, in the account's base units: positive when the
+node owes the account, negative when the account owes the node. The node does no settlement:
+balances move only with packets and with adjustments made through the API.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from fractions import Fraction
+from typing import Final
+
+import trio
+
+from ..address import is_valid_address
+from ..ildcp import ILDCP_DESTINATION, IldcpResponse, check_request
+from ..link import IlpLink, PrepareHandler, Reply
+from ..oer import MAX_UINT64
+from ..packet import AmountTooLargeData, ErrorCode, Fulfill, Prepare, Reject
+from ..peer import PeerRequestError
+from ..routing import DEFAULT_PREFIX, RoutingTable, is_valid_prefix
+from .config import RELATIONS, check_account_name, check_asset
+from .rates import NoRateError, convert, exchange_rate
+from .store import AccountRecord, NodeStore, StoreError
+
+__all__ = [
+    "LOCAL_SEGMENT",
+    "Account",
+    "AccountLink",
+    "Connector",
+    "NodeError",
+    "NotFoundError",
+    "RouteInfo",
+    "hash_token",
+]
+
+_log = logging.getLogger("ilp.node")
+
+LOCAL_SEGMENT: Final = "~receive"
+"""``<node address>.~receive.<account>`` is where the node itself receives for an account (SPSP
+served by the node's API); account names cannot contain ``~``, so it never clashes."""
+
+_F01, _F02, _F03, _F05, _F08 = (ErrorCode(c) for c in ("F01", "F02", "F03", "F05", "F08"))
+_T01, _T03, _T04 = (ErrorCode(c) for c in ("T01", "T03", "T04"))
+_R00, _R01, _R02 = (ErrorCode(c) for c in ("R00", "R01", "R02"))
+_sha256 = hashlib.sha256
+
+
+def hash_token(token: str) -> str:
+    """How tokens are kept: hex SHA-256 (the node never stores a token it is given)."""
+    return _sha256(token.encode("utf-8")).hexdigest()
+
+
+class NodeError(ValueError):
+    """A management request cannot be done; the message says why (the API answers 400)."""
+
+
+class NotFoundError(NodeError):
+    """No such account, route or rate (the API answers 404)."""
+
+
+class Account:
+    """An account of the node: its settings, its balance and its current link."""
+
+    __slots__ = (
+        "asset_code",
+        "asset_scale",
+        "balance",
+        "credit_limit",
+        "in_flight",
+        "links",
+        "max_packet_amount",
+        "name",
+        "origin",
+        "relation",
+        "token_hash",
+        "url",
+    )
+
+    def __init__(self, record: AccountRecord) -> None:
+        self.name = record.name
+        self.update(record)
+        self.balance = record.balance
+        """Committed balance, base units: positive means the node owes the account."""
+        self.in_flight = 0
+        """Amount of the account's Prepares being forwarded now (held against its credit)."""
+        self.links: list[IlpLink] = []
+        """Live links to the account, newest last (children may connect more than once)."""
+
+    def update(self, record: AccountRecord) -> None:
+        """Take the settings of ``record``; the balance, the amount in flight and the links stay."""
+        self.relation = record.relation
+        self.asset_code = record.asset_code
+        self.asset_scale = record.asset_scale
+        self.max_packet_amount = record.max_packet_amount
+        self.credit_limit = record.credit_limit
+        self.token_hash = record.token_hash
+        self.url = record.url
+        self.origin = record.origin
+
+    def record(self) -> AccountRecord:
+        return AccountRecord(
+            self.name,
+            self.relation,
+            self.asset_code,
+            self.asset_scale,
+            self.max_packet_amount,
+            self.credit_limit,
+            self.token_hash,
+            self.url,
+            self.origin,
+            self.balance,
+        )
+
+    @property
+    def connected(self) -> bool:
+        return bool(self.links)
+
+    def check_token(self, token: str) -> bool:
+        """True if ``token`` is the account's BTP token (constant-time comparison)."""
+        return self.token_hash is not None and hmac.compare_digest(
+            self.token_hash, hash_token(token)
+        )
+
+    def __repr__(self) -> str:
+        return f"<Account {self.name} {self.relation} {self.asset_code}/{self.asset_scale}>"
+
+
+@dataclass(frozen=True, slots=True)
+class RouteInfo:
+    """One entry of the routing table: ``kind`` is ``static`` (stored), ``child`` (an account's
+    own address), ``local`` (the node receiving for its accounts) or ``default`` (the parent)."""
+
+    prefix: str
+    account: str
+    kind: str
+
+
+class AccountLink:
+    """An :class:`~ilp.link.IlpLink` that sends *from* an account into the connector, as if the
+    account's own client had sent it (used by the API to pay from an account)."""
+
+    def __init__(self, connector: Connector, account: Account) -> None:
+        self._connector = connector
+        self._account = account
+
+    async def send(self, prepare: Prepare) -> Reply:
+        return await self._connector.handle(self._account, prepare)
+
+
+_LOCAL: Final = object()
+
+Clock = Callable[[], datetime]
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Connector:
+    """Accounts, routes, rates and the packet pipeline of one node (see the module docs).
+
+    ``local_handler(account)`` gives the handler that receives for ``account`` at
+    ``<address>.~receive.<account>`` (the node's own STREAM receiver), or None.
+    ``on_change(account_name)`` is called after an account was added, changed or removed, so
+    the node can start or stop its dial-out link.
+    """
+
+    def __init__(
+        self,
+        store: NodeStore,
+        *,
+        address: str,
+        asset_code: str,
+        asset_scale: int,
+        spread: Fraction = Fraction(0),
+        min_message_window: float = 1.0,
+        max_hold_time: float = 30.0,
+        local_handler: Callable[[Account], PrepareHandler | None] | None = None,
+        on_change: Callable[[str], None] | None = None,
+        clock: Clock = _utcnow,
+    ) -> None:
+        self.store = store
+        self.address = address
+        self.asset_code = asset_code
+        self.asset_scale = asset_scale
+        self.spread = spread
+        self._window = timedelta(seconds=min_message_window)
+        self._max_hold = timedelta(seconds=max_hold_time)
+        self._local_handler = local_handler
+        self._on_change = on_change
+        self._clock = clock
+        self.accounts: dict[str, Account] = {r.name: Account(r) for r in store.accounts()}
+        self.rates: dict[str, Fraction] = store.rates()
+        self._static: dict[str, str] = store.routes()
+        self._table: RoutingTable[object] = RoutingTable()
+        self._rate_cache: dict[tuple[str, int, str, int], Fraction] = {}
+        self.packets = {"fulfilled": 0, "rejected": 0}
+        self.active = 0
+        """Prepares being handled now."""
+        self.draining = False
+        self._idle = trio.Event()
+        self._rebuild_routes()
+
+    # -- the packet pipeline ---------------------------------------------------------------
+
+    def _reject(self, code: ErrorCode, message: str, data: bytes = b"") -> Reject:
+        return Reject(code, self.address, message, data)
+
+    async def handle(self, source: Account, prepare: Prepare) -> Reply:
+        """Answer a Prepare that arrived from ``source`` (see the module documentation)."""
+        if self.draining:
+            return self._reject(_T03, "the node is shutting down: try again shortly")
+        self.active += 1
+        try:
+            reply = await self._handle(source, prepare)
+        finally:
+            self.active -= 1
+            if self.active == 0:
+                self._idle.set()
+                self._idle = trio.Event()
+        if type(reply) is Fulfill:
+            self.packets["fulfilled"] += 1
+        else:
+            self.packets["rejected"] += 1
+        return reply
+
+    async def drain(self) -> None:
+        """Refuse new Prepares (T03) and return once none is being handled.
+
+        A node that stops this way has stored every balance change of the packets it answered,
+        and answered every packet it took: nothing is left half done.
+        """
+        self.draining = True
+        while self.active:
+            await self._idle.wait()
+
+    async def _handle(self, source: Account, prepare: Prepare) -> Reply:
+        destination = prepare.destination
+        if destination.startswith("peer."):
+            return self._peer_protocol(source, prepare)
+        amount = prepare.amount
+        limit = source.max_packet_amount
+        if limit is not None and amount > limit:
+            return self._reject(
+                _F08,
+                f"packet size too large. maxAmount={limit} actualAmount={amount}",
+                AmountTooLargeData(amount, limit).encode(),
+            )
+        hop = self._table.lookup(destination)
+        if hop is None:
+            return self._reject(_F02, f"no route to {destination[:200]}")
+        if hop is _LOCAL:
+            target, send = self._local_target(destination)
+            if send is None or target is None:
+                return self._reject(_F02, f"no account receives at {destination[:200]}")
+        else:
+            assert isinstance(hop, Account)
+            target = hop
+            if target is source:
+                return self._reject(_F02, "the route leads back to the account it came from")
+            links = target.links
+            if not links:
+                return self._reject(_T01, f"account {target.name} is not connected")
+            send = links[-1].send
+        now = self._clock()
+        expires_at = prepare.expires_at
+        out_expiry = expires_at - self._window
+        if out_expiry <= now:
+            return self._reject(
+                _R02,
+                f"too little time left: the Prepare expires at {expires_at.isoformat()} and "
+                f"this node keeps {self._window.total_seconds():g} s of it",
+            )
+        latest = now + self._max_hold
+        if out_expiry > latest:
+            out_expiry = latest
+        key = (source.asset_code, source.asset_scale, target.asset_code, target.asset_scale)
+        rate = self._rate_cache.get(key)
+        if rate is None:
+            try:
+                rate = exchange_rate(key[:2], key[2:], self.rates, self.spread)
+            except NoRateError as exc:
+                return self._reject(_F02, f"cannot convert {key[0]} to {key[2]}: {exc}")
+            self._rate_cache[key] = rate
+        out_amount = convert(amount, rate)
+        if out_amount == 0 and amount > 0:
+            return self._reject(
+                _R01, f"{amount} {source.asset_code} converts to 0 {target.asset_code}"
+            )
+        if out_amount > MAX_UINT64:
+            return self._reject(_F03, f"{amount} converts to more than a packet can carry")
+        credit = source.credit_limit
+        if credit is not None and source.balance - source.in_flight - amount < -credit:
+            return self._reject(
+                _T04,
+                f"insufficient liquidity: account {source.name} has used its credit limit",
+            )
+        forwarded = prepare.forward(out_amount, out_expiry)
+        source.in_flight += amount
+        try:
+            deadline = trio.current_time() + (out_expiry - now).total_seconds()
+            with trio.move_on_at(deadline):
+                reply = await send(forwarded)
+                if type(reply) is Fulfill:
+                    if _sha256(reply.fulfillment).digest() != prepare.execution_condition:
+                        return self._reject(_F05, "fulfillment did not match the condition")
+                    self._settle(source, amount, target, out_amount)
+                return reply
+            return self._reject(
+                _R00, f"no reply from {target.name} before {out_expiry.isoformat()}"
+            )
+        finally:
+            source.in_flight -= amount
+
+    def _settle(self, source: Account, amount: int, target: Account, out_amount: int) -> None:
+        source.balance -= amount
+        target.balance += out_amount
+        # An account deleted while the packet was in flight is not written back: its name may
+        # already belong to a new account, whose stored balance this must not overwrite.
+        current = [a for a in (source, target) if self.accounts.get(a.name) is a]
+        try:
+            self.store.save_balances((a.name, a.balance) for a in current)
+        except StoreError:
+            # The money moved downstream: the Fulfill must go back all the same.
+            _log.exception("could not store the balances of a fulfilled packet")
+
+    def _local_target(self, destination: str) -> tuple[Account | None, PrepareHandler | None]:
+        rest = destination[len(self.address) + len(LOCAL_SEGMENT) + 2 :]
+        account = self.accounts.get(rest.split(".", 1)[0])
+        if account is None or self._local_handler is None:
+            return None, None
+        return account, self._local_handler(account)
+
+    def _peer_protocol(self, source: Account, prepare: Prepare) -> Reply:
+        if prepare.destination != ILDCP_DESTINATION:
+            return self._reject(_F01, "unknown peer protocol (this node does not speak CCP)")
+        if source.relation != "child":
+            return self._reject(_F01, "ILDCP is served to child accounts only")
+        try:
+            check_request(prepare, self._clock())
+        except PeerRequestError as exc:
+            return self._reject(exc.code, f"not a valid ILDCP request: {exc}")
+        return IldcpResponse(
+            self.child_address(source.name), source.asset_scale, source.asset_code
+        ).to_fulfill()
+
+    # -- addresses and routes --------------------------------------------------------------
+
+    def child_address(self, name: str) -> str:
+        return f"{self.address}.{name}"
+
+    def local_address(self, name: str) -> str:
+        """Where the node receives for account ``name`` (see :data:`LOCAL_SEGMENT`)."""
+        return f"{self.address}.{LOCAL_SEGMENT}.{name}"
+
+    def set_address(self, address: str) -> None:
+        self.address = address
+        self._rebuild_routes()
+
+    def _rebuild_routes(self) -> None:
+        table: RoutingTable[object] = RoutingTable()
+        for account in self.accounts.values():
+            if account.relation == "parent" and DEFAULT_PREFIX not in table:
+                table.set(DEFAULT_PREFIX, account)
+        for account in self.accounts.values():
+            if account.relation == "child" and is_valid_address(self.child_address(account.name)):
+                table.set(self.child_address(account.name), account)
+        if is_valid_address(self.address):
+            table.set(f"{self.address}.{LOCAL_SEGMENT}", _LOCAL)
+        for prefix, name in self._static.items():
+            target = self.accounts.get(name)
+            if target is not None:
+                table.set(prefix, target)
+        self._table = table
+
+    def routes(self) -> list[RouteInfo]:
+        """The routing table as it is used, shortest prefix first."""
+        result = []
+        for prefix, hop in self._table.items():
+            if hop is _LOCAL:
+                result.append(RouteInfo(prefix, "", "local"))
+                continue
+            assert isinstance(hop, Account)
+            if self._static.get(prefix) == hop.name:
+                kind = "static"
+            elif prefix == DEFAULT_PREFIX:
+                kind = "default"
+            else:
+                kind = "child"
+            result.append(RouteInfo(prefix, hop.name, kind))
+        return result
+
+    def set_route(self, prefix: str, account: str) -> RouteInfo:
+        """Add or replace a static route (stored)."""
+        if not is_valid_prefix(prefix):
+            raise NodeError(f"{prefix[:80]!r} is not an ILP address prefix")
+        if prefix.startswith("peer.") or prefix == "peer":
+            raise NodeError("peer.* is link-local and never routed")
+        if account not in self.accounts:
+            raise NotFoundError(f"no account named {account!r}")
+        self.store.put_route(prefix, account)
+        self._static[prefix] = account
+        self._rebuild_routes()
+        return RouteInfo(prefix, account, "static")
+
+    def delete_route(self, prefix: str) -> None:
+        if prefix not in self._static:
+            raise NotFoundError(f"no static route for {prefix[:80]!r}")
+        self.store.delete_route(prefix)
+        del self._static[prefix]
+        self._rebuild_routes()
+
+    # -- rates -----------------------------------------------------------------------------
+
+    def set_rate(self, asset_code: str, rate: Fraction) -> None:
+        try:
+            check_asset(asset_code, 0)
+        except ValueError as exc:
+            raise NodeError(str(exc)) from None
+        if rate <= 0:
+            raise NodeError("a rate must be more than 0")
+        self.store.put_rate(asset_code, rate)
+        self.rates[asset_code] = rate
+        self._rate_cache.clear()
+
+    def delete_rate(self, asset_code: str) -> None:
+        if asset_code not in self.rates:
+            raise NotFoundError(f"no rate for {asset_code[:20]!r}")
+        self.store.delete_rate(asset_code)
+        del self.rates[asset_code]
+        self._rate_cache.clear()
+
+    # -- accounts --------------------------------------------------------------------------
+
+    def account(self, name: str) -> Account:
+        try:
+            return self.accounts[name]
+        except KeyError:
+            raise NotFoundError(f"no account named {name[:80]!r}") from None
+
+    def put_account(self, record: AccountRecord) -> Account:
+        """Create an account, or change the settings of an existing one (its balance stays)."""
+        try:
+            check_account_name(record.name)
+            check_asset(record.asset_code, record.asset_scale)
+        except ValueError as exc:
+            raise NodeError(str(exc)) from None
+        if record.relation not in RELATIONS:
+            raise NodeError(f"relation must be one of {', '.join(RELATIONS)}")
+        existing = self.accounts.get(record.name)
+        if existing is not None:
+            record.balance = existing.balance
+            if existing.in_flight and (
+                existing.asset_code,
+                existing.asset_scale,
+            ) != (record.asset_code, record.asset_scale):
+                raise NodeError("cannot change the asset of an account with packets in flight")
+        self.store.put_account(record)
+        if existing is None:
+            account = Account(record)
+            self.accounts[record.name] = account
+        else:
+            # Changed in place, never replaced: the packets in flight hold this object, and
+            # their release and their balance change must land on the account as it is now.
+            account = existing
+            account.update(record)
+        self._rebuild_routes()
+        if self._on_change is not None:
+            self._on_change(record.name)
+        return account
+
+    def delete_account(self, name: str) -> None:
+        account = self.account(name)
+        self.store.delete_account(name)
+        del self.accounts[name]
+        for prefix in [p for p, a in self._static.items() if a == name]:
+            del self._static[prefix]
+        self._rebuild_routes()
+        if self._on_change is not None:
+            self._on_change(account.name)
+
+    def adjust_balance(self, name: str, delta: int) -> Account:
+        """Move an account's balance by ``delta`` (a deposit, a settlement made elsewhere)."""
+        account = self.account(name)
+        account.balance += delta
+        self.store.save_balances([(account.name, account.balance)])
+        return account
+
+    def link_from(self, account: Account) -> AccountLink:
+        return AccountLink(self, account)
+
+    def handler_for(self, account: Account) -> Callable[[Prepare], Awaitable[Reply]]:
+        """The Prepare handler of ``account``'s link: :meth:`handle` with the account bound.
+
+        The account is looked up by name on every packet, so a link keeps working after the
+        account's settings change and stops when it is deleted.
+        """
+        name = account.name
+
+        async def handle(prepare: Prepare) -> Reply:
+            current = self.accounts.get(name)
+            if current is None:
+                return self._reject(_T01, f"account {name} was deleted")
+            return await self.handle(current, prepare)
+
+        return handle

@@ -1,0 +1,467 @@
+"""``ilp node`` on trio: the connector with its BTP server, dial-out peers, store and HTTP API.
+
+::
+
+    async with open_node(NodeConfig(address="test.mynode", btp_port=0, api_port=0)) as node:
+        print(node.btp_port, node.api_port)
+        ...                                   # children connect, packets flow
+    # leaving the block stops every task and closes the store
+
+or ``node = await nursery.start(Node(config).run)``.
+
+What runs, all in the node's nursery:
+
+- the BTP server (children, and peers that dial us), each client authenticated against the
+  accounts: the username names the account and the token must match; a client without a
+  username is found by its token. With ``open_children`` an unknown client becomes a new child
+  account (named by its username, else by ``base64url(sha256(token))``, as mini-accounts does).
+- a persistent BTP client for every account with a ``url`` (peers and parents we dial).
+- the node's own STREAM receivers, one per account that is paid through the node's SPSP
+  endpoint (``<address>.~receive.<account>``); what they receive is credited to the account.
+- the HTTP API (:mod:`ilp.node.api`), on hypercorn like the SPSP server.
+
+Without an address in the configuration, the node asks its parent over ILDCP before it serves.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from ..btp.client import BtpClient
+from ..btp.server import BtpRequest, BtpServerLink, serve_btp
+from ..btp.url import parse_btp_url
+from ..errors import IlpError
+from ..ildcp import fetch_config
+from ..link import PrepareHandler
+from ..spsp.client import query_spsp
+from ..stream.pay import PaymentResult, pay
+from ..stream.server import StreamServer
+from .config import AccountConfig, ConfigError, NodeConfig, check_account_name
+from .connector import Account, Connector, NodeError, hash_token
+from .store import AccountRecord, NodeStore
+
+__all__ = ["Node", "open_node"]
+
+_log = logging.getLogger("ilp.node")
+
+ADMIN_TOKEN_FILE = "admin-token"  # noqa: S105 (a file name)
+
+
+class Node:
+    """One node. Make it with a :class:`~ilp.node.config.NodeConfig`, run it with
+    ``await nursery.start(node.run)`` (or :func:`open_node`); ``run`` reports the node once its
+    ports accept connections."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.store: NodeStore | None = None
+        self._connector: Connector | None = None
+        self.btp_port: int | None = None
+        self.api_port: int | None = None
+        self.admin_token: str = ""
+        self.admin_token_file: Path | None = None
+        self.started_at = 0.0
+        self._nursery: trio.Nursery | None = None
+        self._dialers: dict[str, tuple[str, BtpClient]] = {}
+        self._receivers: dict[str, StreamServer] = {}
+        self._server_links: dict[str, set[BtpServerLink]] = {}
+        self._links_changed = trio.Event()
+        self._secret = b""
+
+    # -- public -----------------------------------------------------------------------------
+
+    @property
+    def connector(self) -> Connector:
+        if self._connector is None:
+            raise RuntimeError("the node is not running")
+        return self._connector
+
+    @property
+    def address(self) -> str:
+        return self.connector.address
+
+    def status(self) -> dict[str, Any]:
+        """What ``GET /status`` shows: address, asset, ports, uptime, accounts, packets."""
+        connector = self.connector
+        return {
+            "address": connector.address,
+            "asset_code": connector.asset_code,
+            "asset_scale": connector.asset_scale,
+            "btp_port": self.btp_port,
+            "api_port": self.api_port,
+            "uptime_s": round(time.monotonic() - self.started_at, 3),
+            "accounts": len(connector.accounts),
+            "connected_accounts": sum(
+                1 for a in connector.accounts.values() if self.is_connected(a)
+            ),
+            "routes": len(connector.routes()),
+            "packets": dict(connector.packets),
+        }
+
+    def is_connected(self, account: Account) -> bool:
+        dialer = self._dialers.get(account.name)
+        if dialer is not None:
+            return dialer[1].connected
+        return account.connected
+
+    async def wait_connected(self, name: str) -> None:
+        """Return once account ``name`` has a live link (a client connected, or our dial-out
+        authenticated); bound it with a timeout."""
+        while True:
+            account = self.connector.accounts.get(name)
+            if account is not None and self.is_connected(account):
+                return
+            dialer = self._dialers.get(name)
+            if dialer is not None:
+                await dialer[1].wait_connected()
+            else:
+                await self._links_changed.wait()
+
+    def _notify_links(self) -> None:
+        self._links_changed.set()
+        self._links_changed = trio.Event()
+
+    def receiver(self, name: str) -> StreamServer:
+        """The node's STREAM receiver for account ``name`` (made and started on first use)."""
+        account = self.connector.account(name)
+        server = self._receivers.get(name)
+        if server is not None and (server.asset_code, server.asset_scale) == (
+            account.asset_code,
+            account.asset_scale,
+        ):
+            return server
+        secret = hmac.new(self._secret, b"receive:" + name.encode(), hashlib.sha256).digest()
+        server = StreamServer(
+            secret,
+            self.connector.local_address(name),
+            account.asset_code,
+            account.asset_scale,
+            backlog=0,
+        )
+        self._receivers[name] = server
+        if self._nursery is not None:
+            self._nursery.start_soon(server.run)
+        return server
+
+    def spsp_credentials(
+        self,
+        name: str,
+        receipt_nonce: bytes | None = None,
+        receipt_secret: bytes | None = None,
+    ) -> tuple[str, bytes]:
+        """Fresh STREAM credentials that pay account ``name`` through the node itself."""
+        return self.receiver(name).generate_credentials(
+            tag=name, receipt_nonce=receipt_nonce, receipt_secret=receipt_secret
+        )
+
+    async def pay(
+        self,
+        name: str,
+        to: str,
+        *,
+        source_amount: int | None = None,
+        delivery_amount: int | None = None,
+        slippage: Fraction = Fraction(1, 100),
+        idle_timeout: float = 10.0,
+    ) -> PaymentResult:
+        """Pay the payment pointer (or SPSP URL) ``to`` from account ``name`` over STREAM.
+
+        The packets enter the connector as if the account had sent them: the account is debited
+        and its credit limit applies. Raises :class:`~ilp.errors.SpspError` if ``to`` cannot be
+        queried; payment failures are in the result. ``idle_timeout``: give up after this long
+        without progress (an account at its credit limit gets T04 from the node itself, which
+        would otherwise be retried for pay()'s default 30 s).
+        """
+        connector = self.connector
+        account = connector.account(name)
+        response = await query_spsp(to)
+        return await pay(
+            connector.link_from(account),
+            response.destination_account,
+            response.shared_secret,
+            source_amount=source_amount,
+            delivery_amount=delivery_amount,
+            slippage=slippage,
+            source_asset=(account.asset_code, account.asset_scale),
+            source_address=connector.child_address(name),
+            idle_timeout=idle_timeout,
+        )
+
+    def put_account(self, spec: AccountConfig, *, origin: str = "api") -> Account:
+        """Create or update an account from ``spec``; a token given replaces the old one."""
+        connector = self.connector
+        existing = connector.accounts.get(spec.name)
+        token_hash = hash_token(spec.token) if spec.token else None
+        if token_hash is None and existing is not None:
+            token_hash = existing.token_hash
+        record = AccountRecord(
+            spec.name,
+            spec.relation,
+            spec.asset_code or self.config.asset_code,
+            self.config.asset_scale if spec.asset_scale is None else spec.asset_scale,
+            spec.max_packet_amount,
+            spec.credit_limit,
+            token_hash,
+            spec.url,
+            origin,
+        )
+        account = connector.put_account(record)
+        for prefix in spec.routes:
+            connector.set_route(prefix, spec.name)
+        return account
+
+    async def shutdown(self, timeout: float = 10.0) -> None:
+        """Stop gracefully: refuse new Prepares (T03), wait up to ``timeout`` seconds for those
+        in flight, then close every link with a closing handshake, so the last Fulfills reach
+        the peers. Cancel the node's task afterwards (or leave :func:`open_node`)."""
+        connector = self.connector
+        with trio.move_on_after(timeout):
+            await connector.drain()
+        async with trio.open_nursery() as nursery:
+            for account in connector.accounts.values():
+                for link in list(account.links):
+                    aclose = getattr(link, "aclose", None)
+                    if aclose is not None:
+                        nursery.start_soon(aclose)
+
+    # -- running ----------------------------------------------------------------------------
+
+    async def run(self, *, task_status: trio.TaskStatus[Node] = trio.TASK_STATUS_IGNORED) -> None:
+        """Open the store, start every listener and dialer, report the node, serve until
+        cancelled; then close the store."""
+        config = self.config
+        store = NodeStore(config.store_path)
+        self.store = store
+        try:
+            self._secret = self._node_secret(store)
+            self.admin_token = self._load_admin_token(store)
+            self._connector = Connector(
+                store,
+                address=config.address or "local.unconfigured",
+                asset_code=config.asset_code,
+                asset_scale=config.asset_scale,
+                spread=config.spread,
+                min_message_window=config.min_message_window,
+                max_hold_time=config.max_hold_time,
+                local_handler=self._local_handler,
+                on_change=self._account_changed,
+            )
+            self._apply_config()
+            failure: Exception | None = None
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                try:
+                    await self._start(nursery)
+                except (OSError, IlpError) as exc:
+                    # Raised after the nursery is gone, so the caller gets the error itself
+                    # (a busy port, an unreachable parent), not a group around it.
+                    failure = exc
+                    nursery.cancel_scope.cancel()
+                else:
+                    task_status.started(self)
+                    await trio.sleep_forever()
+            if failure is not None:
+                raise failure
+        finally:
+            self._nursery = None
+            store.close()
+
+    async def _start(self, nursery: trio.Nursery) -> None:
+        config = self.config
+        for receiver in self._receivers.values():
+            nursery.start_soon(receiver.run)
+        for name in list(self.connector.accounts):
+            self._account_changed(name)
+        if config.address is None:
+            await self._address_from_parent()
+        self.btp_port = await nursery.start(
+            serve_btp, self._on_client, config.btp_host, config.btp_port
+        )
+        if config.api_port is not None:
+            from ..spsp.server import serve_spsp
+            from .api import NodeApi
+
+            self.api_port = await nursery.start(
+                serve_spsp, NodeApi(self), config.api_host, config.api_port
+            )
+        self.started_at = time.monotonic()
+        _log.info(
+            "node %s: BTP on %s:%s, API on %s",
+            self.address,
+            config.btp_host,
+            self.btp_port,
+            f"{config.api_host}:{self.api_port}" if self.api_port else "(off)",
+        )
+
+    def _node_secret(self, store: NodeStore) -> bytes:
+        value = store.setting("node_secret")
+        if value is None:
+            value = secrets.token_hex(32)
+            store.put_setting("node_secret", value)
+        return bytes.fromhex(value)
+
+    def _load_admin_token(self, store: NodeStore) -> str:
+        token = self.config.admin_token
+        if token is not None:
+            return token
+        token = store.setting("admin_token")
+        if token is None:
+            token = secrets.token_urlsafe(24)
+            store.put_setting("admin_token", token)
+        if self.config.data_dir is not None:
+            path = self.config.data_dir / ADMIN_TOKEN_FILE
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as file:
+                file.write(token + "\n")
+            self.admin_token_file = path
+        return token
+
+    def _apply_config(self) -> None:
+        """Accounts, rates and routes of the file go into the store (the file wins)."""
+        connector = self.connector
+        for code, rate in self.config.rates.items():
+            connector.set_rate(code, rate)
+        try:
+            for spec in self.config.accounts:
+                self.put_account(spec, origin="config")
+            for prefix, name in self.config.routes.items():
+                connector.set_route(prefix, name)
+        except NodeError as exc:
+            raise ConfigError(str(exc)) from None
+
+    async def _address_from_parent(self) -> None:
+        parents = [a for a in self.connector.accounts.values() if a.relation == "parent"]
+        if not parents or parents[0].name not in self._dialers:
+            raise ConfigError("no address configured, and no parent account with a url to ask")
+        client = self._dialers[parents[0].name][1]
+        _log.info("asking the parent %s for our address (ILDCP)", parents[0].name)
+        config = await fetch_config(client)
+        self.connector.set_address(config.client_address)
+        for _, dialer in self._dialers.values():
+            dialer.address = config.client_address
+
+    # -- links ------------------------------------------------------------------------------
+
+    def _local_handler(self, account: Account) -> PrepareHandler | None:
+        return self.receiver(account.name)
+
+    def _account_changed(self, name: str) -> None:
+        """Start, restart or stop the dial-out link of account ``name``; when the account is
+        gone, also disconnect its BTP clients (a new account of that name starts afresh)."""
+        account = self.connector.accounts.get(name)
+        if account is None:
+            for link in self._server_links.pop(name, set()):
+                self._nursery_start(link.aclose)
+        url = account.url if account is not None else None
+        current = self._dialers.get(name)
+        if current is not None and current[0] == url:
+            if account is not None and current[1] not in account.links:
+                account.links[:] = [current[1]]
+            return
+        if current is not None:
+            del self._dialers[name]
+            self._nursery_start(current[1].aclose)
+        if account is None or url is None or self._nursery is None:
+            return
+        client = BtpClient(
+            parse_btp_url(url),
+            handler=self.connector.handler_for(account),
+            address=self.connector.address,
+            persistent=True,
+        )
+        self._dialers[name] = (url, client)
+        account.links[:] = [client]
+        self._nursery_start(client.run)
+
+    def _nursery_start(self, fn: Any) -> None:
+        if self._nursery is not None:
+            self._nursery.start_soon(fn)
+
+    def _authenticate(self, request: BtpRequest) -> Account | None:
+        connector = self.connector
+        username, token = request.username, request.token
+        if username:
+            account = connector.accounts.get(username)
+            if account is not None:
+                return account if account.check_token(token) else None
+        elif token:
+            wanted = hash_token(token)
+            for account in connector.accounts.values():
+                if account.token_hash is not None and hmac.compare_digest(
+                    account.token_hash, wanted
+                ):
+                    return account
+        if not self.config.open_children or not token:
+            return None
+        name = username or base64.urlsafe_b64encode(
+            hashlib.sha256(token.encode("utf-8")).digest()
+        ).rstrip(b"=").decode("ascii")
+        try:
+            check_account_name(name)
+        except ValueError:
+            return None
+        if name in connector.accounts:
+            return None
+        spec = AccountConfig(
+            name,
+            "child",
+            token=token,
+            credit_limit=self.config.child_credit_limit,
+            max_packet_amount=self.config.child_max_packet_amount,
+        )
+        _log.info("new child account %s", name)
+        return self.put_account(spec, origin="auto")
+
+    async def _on_client(self, request: BtpRequest) -> None:
+        try:
+            account = self._authenticate(request)
+        except IlpError:
+            _log.exception("could not create an account for %r", request)
+            account = None
+        if account is None:
+            await request.refuse("unknown account or wrong token")
+            return
+        if account.name in self._dialers:
+            await request.refuse("this node dials that account itself")
+            return
+        link = await request.accept(
+            self.connector.handler_for(account), address=self.connector.address
+        )
+        account.links.append(link)
+        self._server_links.setdefault(account.name, set()).add(link)
+        self._notify_links()
+        _log.info("account %s connected from %s", account.name, request.remote)
+        try:
+            await link.wait_closed()
+        finally:
+            current = self.connector.accounts.get(account.name)
+            for holder in {id(account): account, id(current): current}.values():
+                if holder is not None and link in holder.links:
+                    holder.links.remove(link)
+            self._server_links.get(account.name, set()).discard(link)
+            self._notify_links()
+            _log.info("account %s disconnected", account.name)
+
+
+@asynccontextmanager
+async def open_node(config: NodeConfig) -> AsyncIterator[Node]:
+    """Run a node for the duration of the block; leaving it stops every task."""
+    async with trio.open_nursery() as nursery:
+        node: Node = await nursery.start(Node(config).run)
+        try:
+            yield node
+        finally:
+            nursery.cancel_scope.cancel()

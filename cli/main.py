@@ -59,12 +59,14 @@ def cli() -> None:
 def _register() -> None:
     from .decode import decode
     from .ledger_cmd import ledger_command
+    from .node import node_command
     from .pay import pay_command, quote_command
     from .query_address import query_address
     from .receive import receive_command
 
     cli.add_command(decode)
     cli.add_command(ledger_command)
+    cli.add_command(node_command)
     cli.add_command(pay_command)
     cli.add_command(query_address)
     cli.add_command(quote_command)

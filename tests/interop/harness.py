@@ -28,7 +28,7 @@ from typing import Any
 
 import trio
 
-__all__ = ["HarnessError", "JsProcess", "free_port", "run_js"]
+__all__ = ["HarnessError", "JsProcess", "free_port", "run_js", "run_program"]
 
 Line = dict[str, Any]
 
@@ -175,10 +175,33 @@ async def run_js(
     node = shutil.which("node")
     if node is None:
         raise HarnessError("node is not installed")
-    full_env = {**os.environ, **(env or {})}
-    process = await trio.lowlevel.open_process(
+    async with run_program(
+        script,
         [node, str(interop_dir / script), *args],
-        cwd=str(interop_dir),
+        cwd=interop_dir,
+        env=env,
+        ready_event=ready_event,
+        ready_timeout=ready_timeout,
+    ) as proc:
+        yield proc
+
+
+@asynccontextmanager
+async def run_program(
+    name: str,
+    argv: list[str],
+    *,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    ready_event: str = "ready",
+    ready_timeout: float = 30.0,
+) -> AsyncIterator[JsProcess]:
+    """Like :func:`run_js` for any program printing JSON lines (our own CLI commands, too)."""
+    full_env = {**os.environ, **(env or {})}
+    script = name
+    process = await trio.lowlevel.open_process(
+        argv,
+        cwd=None if cwd is None else str(cwd),
         env=full_env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,

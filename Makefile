@@ -39,11 +39,10 @@ check: lint types test
 bench: install
 	$(PY) -m bench
 
-# A real payment end to end with our own node arrives with `ilp node`; until then this says so.
-demo:
-	@echo "make demo needs 'ilp node', which is not built yet. Meanwhile: docs/quickstart.md pays" >&2
-	@echo "and receives on this machine through the JS connector in ../shared/interop." >&2
-	@exit 2
+# A real payment on this machine through our own node: ilp node, ilp receive, ilp pay (cli/demo.py).
+# Needs nothing but this repository (not ../shared).
+demo: $(STAMP)
+	$(PY) -m ilp_cli.demo
 
 # The docs are Markdown in docs/; this checks that their examples still run.
 docs: install

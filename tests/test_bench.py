@@ -10,13 +10,14 @@ import json
 import os
 import subprocess
 import sys
+import tomllib
 import types
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from bench import btp, codecs, stream
+from bench import btp, codecs, node, stream
 from bench.runner import (
     OPS,
     Benchmark,
@@ -29,6 +30,7 @@ from bench.runner import (
     time_op,
 )
 from bench.runner import select as select_benchmarks
+from ilp.node.config import parse_config
 from ilp.packet import is_fulfillment_valid
 from ilp.stream.server import StreamServer
 from ilp.testing import FakeConnector
@@ -300,3 +302,54 @@ def test_stream_pay_connector_both_sides(interop: Path) -> None:
     assert row["name"] == "stream-pay-connector" and row["unit"] == stream.PACKETS
     assert row["python"] > 0 and row["js"] > 0, row["note"]
     assert row["ratio"] == pytest.approx(row["python"] / row["js"], rel=1e-2)
+
+
+def test_node_forward_config_limits_children_as_connector_js() -> None:
+    config = parse_config(tomllib.loads(node.NODE_CONFIG))
+    assert config.child_max_packet_amount == stream.MAX_PACKET_AMOUNT
+
+
+def test_process_cpu_seconds() -> None:
+    if sys.platform.startswith("linux"):
+        used = node.process_cpu_seconds(os.getpid())
+        assert used is not None and used > 0  # this process has imported pytest, at least
+    assert node.process_cpu_seconds(-1) is None
+
+
+async def test_node_forward_rounds_through_our_node(tmp_path: Path) -> None:
+    config_file = tmp_path / "node.toml"
+    config_file.write_text(node.NODE_CONFIG)
+    result = await node.forward_rounds(Settings(repeat=1, interop=tmp_path), 1, config_file)
+    (ours,) = result.ours
+    # The node applied the per-packet limit: without it pay() would need far fewer packets.
+    assert ours.phase.packets >= stream.AMOUNT // stream.MAX_PACKET_AMOUNT
+    assert ours.phase.rate > 0 and ours.wall >= ours.phase.seconds
+    if sys.platform.startswith("linux"):
+        assert ours.connector_cpu is not None and ours.connector_cpu > 0
+        assert ours.connector_us_per_packet is not None
+    assert result.js == []
+    assert result.js_error is not None and str(tmp_path) in result.js_error
+
+
+def test_node_forward_row_without_harness(tmp_path: Path) -> None:
+    settings = Settings(repeat=1, interop=tmp_path)
+    rows, _ = run(node.BENCHMARKS, settings, io.StringIO())
+    (row,) = rows
+    assert row.name == "node-forward" and row.unit == stream.PACKETS
+    assert not row.failed, row.notes
+    assert row.python is not None and row.python > 0
+    assert row.js is None and row.ratio is None
+    assert row.notes[0].startswith("ilp node: CPU")
+    assert "js n/a" in row.notes[1] and str(tmp_path) in row.notes[1]
+
+
+def test_node_forward_both_sides(interop: Path) -> None:
+    proc = run_bench(
+        "--json", "--repeat", "1", "node-forward", env={"ILP_INTEROP_DIR": str(interop)}
+    )
+    assert proc.returncode == 0, proc.stderr
+    (row,) = json.loads(proc.stdout)
+    assert row["name"] == "node-forward" and row["unit"] == stream.PACKETS
+    assert row["python"] > 0 and row["js"] > 0, row["note"]
+    assert row["ratio"] == pytest.approx(row["python"] / row["js"], rel=1e-2)
+    assert "ilp node: CPU" in row["note"] and "connector.js: CPU" in row["note"]

@@ -1,0 +1,293 @@
+"""Forwarding throughput of ``ilp node``: one STREAM payment through our node beside connector.js.
+
+``node-forward`` keeps the endpoints fixed and swaps the connector between them. The endpoints
+are those of ``stream-pay-connector``'s Python side: our :func:`~ilp.stream.pay.pay` to our
+:class:`~ilp.stream.server.StreamServer`, both in this process, in one ``trio.run``, each on its
+own BTP link to the connector. The payment is the same too: 1,000,000 units, at most 1000 per
+Prepare (about 1000 money packets), timed as in :mod:`bench.stream`: **fulfilled money packets /
+seconds of the money phase**.
+
+The two connectors, each a separate process, running side by side for the whole benchmark:
+
+* ours (the ``python`` column): ``python -m ilp_cli node --memory --no-api --json``, with a
+  configuration file of its own that gives every child ``child_max_packet_amount = 1000``. The
+  sender and the receiver become child accounts when they first connect (``open_children``).
+  The node commits both balances to its (in-memory) SQLite store for every fulfilled packet.
+* ``connector.js`` (the ``js`` column): ilp-connector with ``--max-packet-amount 1000`` on its
+  mini-accounts children, exactly as in ``stream-pay-connector``.
+
+First :data:`WARM_UP_PAYMENTS` full payments through each, taking turns, warm both up:
+connector.js needs them (its JIT took 3 to 4 payments to reach a steady rate in our runs: about
+2.5k packets/s on the first, 5k+ from the fourth), our node hardly does. Then the two take turns,
+one payment each per round (ours first), for ``min(Settings.repeat, 3)`` rounds, and the best
+round of each counts. ``ratio = ours / connector.js``. connector.js runs its default middleware,
+whose rate limit allows its mini-accounts children (all one account) 10,000 packets a minute;
+warm-up and rounds stay under that (:data:`CONNECTOR_JS_RATE_LIMIT`), else its packets would
+be rejected with T05 and its figure collapse.
+
+The notes give, for each side's best round, the CPU share of the endpoint process
+(``time.process_time``) and of the connector process (user + system time from
+``/proc/<pid>/stat``, Linux only, in 10 ms ticks), both over the wall time of the whole
+``pay()`` call (100% is one core), and the connector's CPU per fulfilled money packet (over
+the whole call, so the few probes and the close are in it). A process near 100% limits the
+figure; on two cores the endpoints, the connector and the kernel's loopback also compete for
+them. The CPU per packet is what the connector itself costs, whoever limits the figure.
+
+Without the JS harness the row still shows our node, with the JS column ``n/a``.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Final
+
+import trio
+
+from ilp.btp import open_btp_client
+from ilp.ildcp import fetch_config
+from ilp.link import IlpLink
+from ilp.stream.server import StreamServer
+
+from .runner import ROOT, Benchmark, Measurement, Settings
+from .stream import (
+    AMOUNT,
+    MAX_PACKET_AMOUNT,
+    MAX_ROUNDS,
+    PACKETS,
+    SERVER_SECRET,
+    START_LIMIT,
+    MoneyPhase,
+    _describe,
+    _free_port,
+    _NodeScript,
+    _run_trio,
+    harness_problem,
+    pay_once,
+    serve_payments,
+)
+
+__all__ = ["BENCHMARKS", "NODE_CONFIG", "Round", "Rounds", "forward_rounds", "process_cpu_seconds"]
+
+NODE_CONFIG: Final = f"child_max_packet_amount = {MAX_PACKET_AMOUNT}\n"
+"""The node's configuration file: the same per-packet limit on children as connector.js gets."""
+NODE_ADDRESS: Final = "test.node"
+WARM_UP_PAYMENTS: Final = 4
+"""Full payments through each connector before the measured rounds."""
+CONNECTOR_JS_RATE_LIMIT: Final = 10_000
+"""Packets a minute ilp-connector's default rate limit allows one account."""
+
+_JS_PACKETS: Final = (WARM_UP_PAYMENTS + MAX_ROUNDS) * (AMOUNT // MAX_PACKET_AMOUNT + 20)
+"""The most packets one run sends through connector.js (with a few probes per payment)."""
+assert _JS_PACKETS < CONNECTOR_JS_RATE_LIMIT, "the warm-up and rounds exceed the rate limit"
+
+_CLOCK_TICKS: Final = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of process ``pid`` so far (None where /proc cannot tell)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            stat = f.read()
+        # Fields after "pid (comm)": state is the first, utime the 12th, stime the 13th.
+        fields = stat[stat.rindex(")") + 2 :].split()
+        return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+@asynccontextmanager
+async def _run_json_process(
+    name: str, args: Sequence[str], cwd: Path, env: dict[str, str] | None = None
+) -> AsyncIterator[tuple[dict[str, Any], int]]:
+    """Run a process that prints JSON lines until the block ends; yields its ``ready`` line and
+    its pid. Leaving the block sends SIGTERM (SIGKILL 5 s later)."""
+    async with trio.open_nursery() as nursery:
+        process: trio.Process = await nursery.start(
+            partial(
+                trio.run_process,
+                list(args),
+                cwd=str(cwd),
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                check=False,
+            )
+        )
+        script = _NodeScript(name, process)
+        nursery.start_soon(script.read_stdout)
+        nursery.start_soon(script.read_stderr)
+        with trio.fail_after(START_LIMIT):
+            ready = await script.wait_for("ready")
+        yield ready, process.pid
+        nursery.cancel_scope.cancel()
+
+
+def _node_env() -> dict[str, str]:
+    """This environment without ``ILP_NODE_*``: the node gets its settings from the bench only."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("ILP_NODE_")}
+
+
+@asynccontextmanager
+async def _our_node(config_file: Path) -> AsyncIterator[tuple[str, int]]:
+    """Our node as a separate process: (``host:port`` of its BTP server, pid)."""
+    args = [sys.executable, "-m", "ilp_cli", "node", "--config", str(config_file), "--memory"]
+    args += ["--address", NODE_ADDRESS, "--btp-port", "0", "--no-api", "--json"]
+    async with _run_json_process("ilp node", args, ROOT, _node_env()) as (ready, pid):
+        yield str(ready["btp_url"]).removeprefix("btp+ws://"), pid
+
+
+@asynccontextmanager
+async def _connector_js(settings: Settings) -> AsyncIterator[tuple[str, int]]:
+    """connector.js, as ``stream-pay-connector`` runs it: (``host:port``, pid)."""
+    assert settings.node is not None
+    port = _free_port()
+    args = [settings.node, str(settings.interop / "connector.js"), "--btp-port", str(port)]
+    args += ["--max-packet-amount", str(MAX_PACKET_AMOUNT), "--log-level", "warn"]
+    async with _run_json_process("connector.js", args, settings.interop) as (_, pid):
+        yield f"127.0.0.1:{port}", pid
+
+
+@dataclass(frozen=True, slots=True)
+class _Hop:
+    """One connector under test and the endpoints' links through it."""
+
+    pid: int
+    sender: IlpLink
+    server: StreamServer
+
+
+@dataclass(frozen=True, slots=True)
+class Round:
+    """One payment through one connector: its money phase and the connector's CPU time."""
+
+    phase: MoneyPhase
+    wall: float
+    """Wall seconds of the whole pay() call."""
+    connector_cpu: float | None
+    """CPU seconds the connector process used during the pay() call (None: unknown)."""
+
+    @property
+    def connector_share(self) -> float | None:
+        """The connector's CPU seconds over the pay() call's wall seconds (1.0 = one core)."""
+        return None if self.connector_cpu is None else self.connector_cpu / max(self.wall, 1e-9)
+
+    @property
+    def connector_us_per_packet(self) -> float | None:
+        """The connector's CPU microseconds per fulfilled money packet (over the whole call)."""
+        if self.connector_cpu is None:
+            return None
+        return self.connector_cpu / max(self.phase.packets, 1) * 1e6
+
+
+@asynccontextmanager
+async def _endpoints(base: str, pid: int) -> AsyncIterator[_Hop]:
+    """Our sender and a served StreamServer, each a BTP child of the connector at ``base``."""
+    async with (
+        open_btp_client(f"btp+ws://pyreceiver:pyreceiver-token@{base}") as receiver_link,
+        open_btp_client(f"btp+ws://pysender:pysender-token@{base}") as sender_link,
+    ):
+        config = await fetch_config(receiver_link)
+        server = StreamServer(
+            SERVER_SECRET,
+            config.client_address,
+            config.asset_code,
+            config.asset_scale,
+            link=receiver_link,
+        )
+        receiver_link.handler = server
+        async with serve_payments(server):
+            yield _Hop(pid, sender_link, server)
+
+
+async def _pay_through(hop: _Hop) -> Round:
+    before = process_cpu_seconds(hop.pid)
+    wall = time.perf_counter()
+    phase = await pay_once(hop.sender, hop.server)
+    wall = time.perf_counter() - wall
+    after = process_cpu_seconds(hop.pid)
+    return Round(phase, wall, None if before is None or after is None else after - before)
+
+
+@dataclass(frozen=True, slots=True)
+class Rounds:
+    """Every measured round of each side, and why the JS side stopped or never ran."""
+
+    ours: list[Round]
+    js: list[Round]
+    js_error: str | None
+
+
+async def forward_rounds(settings: Settings, rounds: int, config_file: Path) -> Rounds:
+    """Start our node (with ``config_file``) and connector.js (if the harness can run), warm
+    both up, then pay ``rounds`` times through each, taking turns."""
+    ours: list[Round] = []
+    js: list[Round] = []
+    js_error = harness_problem(settings)
+    if js_error is not None:
+        js_error = f"js n/a: needs connector.js: {js_error}"
+    async with AsyncExitStack() as stack:
+        base, pid = await stack.enter_async_context(_our_node(config_file))
+        our_hop = await stack.enter_async_context(_endpoints(base, pid))
+        js_hop = None
+        if js_error is None:
+            base, pid = await stack.enter_async_context(_connector_js(settings))
+            js_hop = await stack.enter_async_context(_endpoints(base, pid))
+        for warm_up in (True,) * WARM_UP_PAYMENTS + (False,) * rounds:
+            round_ = await _pay_through(our_hop)
+            if not warm_up:
+                ours.append(round_)
+            if js_hop is not None and js_error is None:
+                try:
+                    round_ = await _pay_through(js_hop)
+                except (RuntimeError, trio.TooSlowError) as exc:
+                    js_error = f"js error: {_describe(exc)}"
+                else:
+                    if not warm_up:
+                        js.append(round_)
+    return Rounds(ours, js, js_error)
+
+
+def _share(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.0%}"
+
+
+def _cpu_note(side: str, best: Round) -> str:
+    per_packet = best.connector_us_per_packet
+    cost = "" if per_packet is None else f" ({per_packet:.0f} µs per packet)"
+    return (
+        f"{side}: CPU over the payment's wall time: endpoints {_share(best.phase.cpu_share)}, "
+        f"connector {_share(best.connector_share)}{cost}"
+    )
+
+
+def _measure_forward(settings: Settings) -> Measurement:
+    rounds = min(settings.repeat, MAX_ROUNDS)
+    with tempfile.TemporaryDirectory(prefix="bench-node-") as tmp:
+        config_file = Path(tmp) / "node.toml"
+        config_file.write_text(NODE_CONFIG, encoding="utf-8")
+        result = _run_trio(forward_rounds, settings, rounds, config_file)
+    best_ours = max(result.ours, key=lambda r: r.phase.rate)
+    notes = [_cpu_note("ilp node", best_ours)]
+    best_js = max(result.js, key=lambda r: r.phase.rate, default=None)
+    if best_js is not None:
+        notes.append(_cpu_note("connector.js", best_js))
+    if result.js_error is not None:
+        notes.append(result.js_error)
+    return Measurement(
+        best_ours.phase.rate, None if best_js is None else best_js.phase.rate, tuple(notes)
+    )
+
+
+BENCHMARKS: Final[Sequence[Benchmark]] = (
+    Benchmark("node-forward", PACKETS, measure=_measure_forward),
+)

@@ -44,7 +44,7 @@ from ..oer import MAX_UINT64
 from ..spsp.pointer import PaymentPointerError
 from ..spsp.server import SpspApp
 from ..stream.pay import PaymentResult, PaymentSetupError, PaymentStatus
-from .config import AccountConfig, ConfigError, check_account_name
+from .config import ACCOUNT_KEYS, AccountConfig, ConfigError, check_account_name
 from .connector import Account, NodeError, NotFoundError, RouteInfo
 from .rates import format_rate, parse_rate
 
@@ -87,18 +87,7 @@ MAX_ADJUSTMENT: Final = 10**40
 
 _UNSIGNED = re.compile(r"[0-9]{1,45}")
 _SIGNED = re.compile(r"[+-]?[0-9]{1,45}")
-_ACCOUNT_KEYS: Final = frozenset(
-    {
-        "relation",
-        "asset_code",
-        "asset_scale",
-        "token",
-        "url",
-        "max_packet_amount",
-        "credit_limit",
-        "routes",
-    }
-)
+_ACCOUNT_KEYS: Final = ACCOUNT_KEYS
 _CLEARABLE: Final = frozenset({"max_packet_amount", "credit_limit", "url"})
 _JSON: Final = b"application/json"
 

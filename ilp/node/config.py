@@ -62,6 +62,7 @@ from ..routing import is_valid_prefix
 from .rates import parse_rate
 
 __all__ = [
+    "ACCOUNT_KEYS",
     "ENV_VARS",
     "RELATIONS",
     "AccountConfig",
@@ -95,6 +96,21 @@ ENV_VARS: Final = {
 
 _ACCOUNT_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _ASSET_CODE = re.compile(r"[A-Za-z0-9]{1,16}")
+
+
+ACCOUNT_KEYS: Final = frozenset(
+    {
+        "relation",
+        "asset_code",
+        "asset_scale",
+        "token",
+        "url",
+        "max_packet_amount",
+        "credit_limit",
+        "routes",
+    }
+)
+"""The settings of an account, in a config table or an API request."""
 
 
 class ConfigError(IlpError):
@@ -154,16 +170,7 @@ class AccountConfig:
     def from_mapping(cls, name: str, raw: Mapping[str, Any]) -> AccountConfig:
         """Check ``raw`` (a TOML table or a JSON object); ValueError names the bad key."""
         check_account_name(name)
-        known = {
-            "relation",
-            "asset_code",
-            "asset_scale",
-            "token",
-            "url",
-            "max_packet_amount",
-            "credit_limit",
-            "routes",
-        }
+        known = ACCOUNT_KEYS
         unknown = sorted(set(raw) - known)
         if unknown:
             raise ValueError(f"unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")

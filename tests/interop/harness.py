@@ -196,8 +196,13 @@ async def run_program(
     ready_event: str = "ready",
     ready_timeout: float = 30.0,
 ) -> AsyncIterator[JsProcess]:
-    """Like :func:`run_js` for any program printing JSON lines (our own CLI commands, too)."""
-    full_env = {**os.environ, **(env or {})}
+    """Like :func:`run_js` for any program printing JSON lines (our own CLI commands, too).
+
+    ``env`` adds to the environment, except that ``ILP_*`` variables are never inherited: a
+    developer's own uplink settings must not leak into a test.
+    """
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith("ILP_")}
+    full_env = {**inherited, **(env or {})}
     script = name
     process = await trio.lowlevel.open_process(
         argv,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -20,7 +19,7 @@ import trio
 from ilp_cli.exit_codes import ExitCode
 
 from ilp.ledger import Ledger
-from tests.interop.harness import JsProcess, free_port, run_js
+from tests.interop.harness import JsProcess, free_port, run_js, run_program
 
 pytestmark = pytest.mark.interop
 
@@ -31,26 +30,11 @@ ENV = {k: v for k, v in os.environ.items() if not k.startswith("ILP_")}
 @asynccontextmanager
 async def ilp_receive(*args: str) -> AsyncIterator[JsProcess]:
     """``python -m ilp_cli receive --json ARGS``; yields once its ``ready`` line came."""
-    process = await trio.lowlevel.open_process(
+    async with run_program(
+        "ilp receive",
         [sys.executable, "-m", "ilp_cli", "receive", "--json", "--port", "0", *args],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=ENV,
-    )
-    proc = JsProcess("ilp receive", process)
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(proc._read_stdout)
-            nursery.start_soon(proc._read_stderr)
-            await proc.wait_for("ready")
-            yield proc
-            await proc.stop()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            with trio.CancelScope(shield=True):
-                await process.wait()
+    ) as proc:
+        yield proc
 
 
 async def pay_with_sender(interop: Path, btp_port: int, url: str, amount: int) -> JsProcess:

@@ -25,7 +25,7 @@ from ilp_cli.exit_codes import ExitCode
 from ilp.btp.client import BtpClient
 from ilp.node.config import AccountConfig, NodeConfig
 from ilp.node.node import Node, open_node
-from tests.interop.harness import JsProcess, free_port, run_js
+from tests.interop.harness import JsProcess, free_port, run_js, run_program
 
 pytestmark = pytest.mark.interop
 
@@ -111,7 +111,8 @@ async def ilp_pay(url: str, amount: int, uplink: str, *args: str) -> tuple[int, 
 @asynccontextmanager
 async def ilp_receive(uplink: str, ledger: Path, amount: int) -> AsyncIterator[JsProcess]:
     """``ilp receive --json`` until ``amount`` arrived; yields once its ``ready`` line came."""
-    process = await trio.lowlevel.open_process(
+    async with run_program(
+        "ilp receive",
         [
             *ILP,
             "receive",
@@ -125,24 +126,8 @@ async def ilp_receive(uplink: str, ledger: Path, amount: int) -> AsyncIterator[J
             "--amount",
             str(amount),
         ],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        env=ENV,
-    )
-    proc = JsProcess("ilp receive", process)
-    try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(proc._read_stdout)
-            nursery.start_soon(proc._read_stderr)
-            await proc.wait_for("ready")
-            yield proc
-            await proc.stop()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            with trio.CancelScope(shield=True):
-                await process.wait()
+    ) as proc:
+        yield proc
 
 
 async def sender_js(interop: Path, btp_url: str, to: str, amount: int) -> dict[str, Any]:

@@ -28,6 +28,10 @@ class IlpLink(Protocol):
 
     ``send`` never raises for an ILP-level failure: a packet that cannot be delivered resolves to
     a Reject (``T01`` peer unreachable, ``R00`` expired, ...), made locally where needed.
+
+    A link class may set ``bounds_expiry = True`` to promise that ``send`` returns by the
+    Prepare's expiry (with an R00 of its own when no reply came); a connector then sets no timer
+    of its own around it. Links without the attribute are treated as unbounded.
     """
 
     async def send(self, prepare: Prepare) -> Reply: ...

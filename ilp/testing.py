@@ -44,6 +44,9 @@ class MemoryLink:
     every Prepare sent from this end, for assertions.
     """
 
+    bounds_expiry = True
+    """``send`` answers R00 by the expiry itself (see :class:`~ilp.link.IlpLink`)."""
+
     def __init__(
         self, handler: PrepareHandler | None = None, *, address: str = "", now: Clock = _utcnow
     ) -> None:

@@ -68,6 +68,9 @@ class BtpClient:
     ``triggered_by`` of Rejects made locally, and may stay empty.
     """
 
+    bounds_expiry = True
+    """``send`` answers R00 by the expiry itself (see :class:`~ilp.link.IlpLink`)."""
+
     def __init__(
         self,
         url: BtpUrl,

@@ -61,6 +61,9 @@ class BtpServerLink:
     and an unanswered Prepare turns into R00 at its expiry.
     """
 
+    bounds_expiry = True
+    """``send`` answers R00 by the expiry itself (see :class:`~ilp.link.IlpLink`)."""
+
     def __init__(self, conn: BtpConnection, request: BtpRequest, clock: Clock) -> None:
         self._conn = conn
         self.request = request

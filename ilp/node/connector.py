@@ -14,7 +14,9 @@ the account bound). For each Prepare it does, in this order:
    amount in is R01.
 6. The credit limit: the account's balance, less what it has in flight, less this amount, may not
    fall below ``-credit_limit``; otherwise T04.
-7. Forward, and wait no longer than the outgoing expiry (then R00).
+7. Forward, and wait no longer than the outgoing expiry (then R00). Links that say they answer
+   R00 at the expiry themselves (``bounds_expiry = True``: BTP, memory links) get no timer of
+   ours, which is a cancel scope per packet saved.
 8. A Fulfill counts only if ``sha256(fulfillment) == condition`` (else F05, and nothing moves).
    The incoming account is debited, the outgoing credited, and both balances are committed to
    the store *before* the Fulfill goes back. A Reject releases the amount held and goes back as
@@ -280,6 +282,7 @@ class Connector:
             target, send = self._local_target(destination)
             if send is None or target is None:
                 return self._reject(_F02, f"no account receives at {destination[:200]}")
+            bounded = False
         else:
             assert isinstance(hop, Account)
             target = hop
@@ -288,7 +291,9 @@ class Connector:
             links = target.links
             if not links:
                 return self._reject(_T01, f"account {target.name} is not connected")
-            send = links[-1].send
+            link = links[-1]
+            send = link.send
+            bounded = getattr(link, "bounds_expiry", False)
         now = self._clock()
         expires_at = prepare.expires_at
         out_expiry = expires_at - self._window
@@ -323,19 +328,25 @@ class Connector:
                 f"insufficient liquidity: account {source.name} has used its credit limit",
             )
         forwarded = prepare.forward(out_amount, out_expiry)
+        reply: Reply | None = None
         source.in_flight += amount
         try:
-            deadline = trio.current_time() + (out_expiry - now).total_seconds()
-            with trio.move_on_at(deadline):
+            if bounded:
+                # The link answers R00 itself at the forwarded expiry: no timer of our own.
                 reply = await send(forwarded)
-                if type(reply) is Fulfill:
-                    if _sha256(reply.fulfillment).digest() != prepare.execution_condition:
-                        return self._reject(_F05, "fulfillment did not match the condition")
-                    self._settle(source, amount, target, out_amount)
-                return reply
-            return self._reject(
-                _R00, f"no reply from {target.name} before {out_expiry.isoformat()}"
-            )
+            else:
+                deadline = trio.current_time() + (out_expiry - now).total_seconds()
+                with trio.move_on_at(deadline):
+                    reply = await send(forwarded)
+                if reply is None:
+                    return self._reject(
+                        _R00, f"no reply from {target.name} before {out_expiry.isoformat()}"
+                    )
+            if type(reply) is Fulfill:
+                if _sha256(reply.fulfillment).digest() != prepare.execution_condition:
+                    return self._reject(_F05, "fulfillment did not match the condition")
+                self._settle(source, amount, target, out_amount)
+            return reply
         finally:
             source.in_flight -= amount
 

@@ -319,6 +319,25 @@ async def test_no_answer_before_the_forwarded_expiry_is_r00(
     assert isinstance(await alice.send(prepare("test.node.bob", amount=1000)), Fulfill)
 
 
+async def test_a_link_that_bounds_expiry_gets_no_timer_and_its_r00_passes(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    connector = make_connector(min_message_window=1.0, max_hold_time=30.0)
+    alice = attach(connector, "alice", credit_limit=1000)
+
+    async def never(_: Prepare) -> Reply:
+        await trio.sleep_forever()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    attach(connector, "bob", handler=never)  # a memory link: bounds_expiry = True
+    assert getattr(connector.account("bob").links[-1], "bounds_expiry", False)
+    start = trio.current_time()
+    reply = await alice.send(prepare("test.node.bob", amount=700, seconds=10))
+    assert check_reject(reply, "R00").message.startswith("no reply before the Prepare expired")
+    assert trio.current_time() - start == 9  # the link's own answer, at the forwarded expiry
+    assert balances(connector) == {"alice": (0, 0), "bob": (0, 0)}
+
+
 # -- rates -------------------------------------------------------------------------------------
 
 

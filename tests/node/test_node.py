@@ -1,0 +1,69 @@
+"""The trio node: two of our nodes, one the parent of the other, over real BTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import trio
+
+from ilp.btp import open_btp_client
+from ilp.ildcp import fetch_config
+from ilp.node import AccountConfig, NodeConfig, open_node
+from ilp.stream.pay import PaymentStatus, pay
+from ilp.stream.server import StreamServer
+
+
+async def test_a_node_without_address_asks_its_parent_and_pays_through_it() -> None:
+    upstream_config = NodeConfig(
+        address="test.up",
+        btp_port=0,
+        api_port=None,
+        accounts=(AccountConfig("down", "child", token="down-secret"),),
+    )
+    with trio.fail_after(30):
+        async with open_node(upstream_config) as upstream:
+            port = upstream.btp_port
+            downstream_config = NodeConfig(
+                address=None,  # learn it over ILDCP
+                btp_port=0,
+                api_port=None,
+                accounts=(
+                    AccountConfig(
+                        "up", "parent", url=f"btp+ws://down:down-secret@127.0.0.1:{port}"
+                    ),
+                ),
+            )
+            async with open_node(downstream_config) as downstream:
+                assert downstream.address == "test.up.down"
+                default = downstream.connector.routes()[0]
+                assert (default.prefix, default.account, default.kind) == ("", "up", "default")
+                # A child of the downstream node pays a child of the upstream node: the packets
+                # take the default route up, then the upstream node's child route.
+                async with (
+                    open_btp_client(f"btp+ws://alice:a@127.0.0.1:{downstream.btp_port}") as alice,
+                    open_btp_client(f"btp+ws://bob:b@127.0.0.1:{port}") as bob,
+                ):
+                    alice_config = await fetch_config(alice)
+                    assert alice_config.client_address == "test.up.down.alice"
+                    bob_config = await fetch_config(bob)
+                    server = StreamServer(
+                        bytes(32), bob_config.client_address, "XRP", 9, link=bob, backlog=0
+                    )
+                    bob.handler = server
+                    async with server:
+                        destination, secret = server.generate_credentials()
+                        result = await pay(
+                            alice,
+                            destination,
+                            secret,
+                            source_amount=5000,
+                            source_address=alice_config.client_address,
+                            source_asset=("XRP", 9),
+                        )
+                assert result.status is PaymentStatus.COMPLETE
+                assert result.amount_delivered == 5000
+                down_accounts = downstream.connector.accounts
+                assert (down_accounts["alice"].balance, down_accounts["up"].balance) == (
+                    -5000,
+                    5000,
+                )
+                up_accounts = upstream.connector.accounts
+                assert (up_accounts["down"].balance, up_accounts["bob"].balance) == (-5000, 5000)

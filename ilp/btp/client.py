@@ -16,7 +16,9 @@ allows (then T01). WebSocket pings detect a peer that stopped answering. If the 
 the credentials the client stops: :class:`~ilp.errors.AuthError`, never a reconnect loop.
 
 ``open_btp_client`` owns its tasks in its own nursery; ``connect_btp(nursery, url)`` runs them in
-the caller's nursery instead (close with :meth:`BtpClient.aclose`).
+the caller's nursery instead (close with :meth:`BtpClient.aclose`). A node dialing its peers uses
+``BtpClient(url, persistent=True)`` with ``await nursery.start(client.run)``: it reports at once
+and keeps dialing, also after a refusal (retried at the longest backoff).
 """
 
 from __future__ import annotations

@@ -39,21 +39,17 @@ Without the JS harness the row still shows our node, with the JS column ``n/a``.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import trio
 
-from ilp.btp import open_btp_client
-from ilp.ildcp import fetch_config
 from ilp.link import IlpLink
 from ilp.stream.server import StreamServer
 
@@ -63,16 +59,14 @@ from .stream import (
     MAX_PACKET_AMOUNT,
     MAX_ROUNDS,
     PACKETS,
-    SERVER_SECRET,
-    START_LIMIT,
     MoneyPhase,
-    _describe,
-    _free_port,
-    _NodeScript,
-    _run_trio,
+    describe,
+    free_port,
     harness_problem,
     pay_once,
-    serve_payments,
+    python_endpoints,
+    run_json_process,
+    run_trio,
 )
 
 __all__ = ["BENCHMARKS", "NODE_CONFIG", "Round", "Rounds", "forward_rounds", "process_cpu_seconds"]
@@ -104,34 +98,6 @@ def process_cpu_seconds(pid: int) -> float | None:
         return None
 
 
-@asynccontextmanager
-async def _run_json_process(
-    name: str, args: Sequence[str], cwd: Path, env: dict[str, str] | None = None
-) -> AsyncIterator[tuple[dict[str, Any], int]]:
-    """Run a process that prints JSON lines until the block ends; yields its ``ready`` line and
-    its pid. Leaving the block sends SIGTERM (SIGKILL 5 s later)."""
-    async with trio.open_nursery() as nursery:
-        process: trio.Process = await nursery.start(
-            partial(
-                trio.run_process,
-                list(args),
-                cwd=str(cwd),
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                check=False,
-            )
-        )
-        script = _NodeScript(name, process)
-        nursery.start_soon(script.read_stdout)
-        nursery.start_soon(script.read_stderr)
-        with trio.fail_after(START_LIMIT):
-            ready = await script.wait_for("ready")
-        yield ready, process.pid
-        nursery.cancel_scope.cancel()
-
-
 def _node_env() -> dict[str, str]:
     """This environment without ``ILP_NODE_*``: the node gets its settings from the bench only."""
     return {k: v for k, v in os.environ.items() if not k.startswith("ILP_NODE_")}
@@ -142,7 +108,7 @@ async def _our_node(config_file: Path) -> AsyncIterator[tuple[str, int]]:
     """Our node as a separate process: (``host:port`` of its BTP server, pid)."""
     args = [sys.executable, "-m", "ilp_cli", "node", "--config", str(config_file), "--memory"]
     args += ["--address", NODE_ADDRESS, "--btp-port", "0", "--no-api", "--json"]
-    async with _run_json_process("ilp node", args, ROOT, _node_env()) as (ready, pid):
+    async with run_json_process("ilp node", args, ROOT, _node_env()) as (ready, pid):
         yield str(ready["btp_url"]).removeprefix("btp+ws://"), pid
 
 
@@ -150,10 +116,10 @@ async def _our_node(config_file: Path) -> AsyncIterator[tuple[str, int]]:
 async def _connector_js(settings: Settings) -> AsyncIterator[tuple[str, int]]:
     """connector.js, as ``stream-pay-connector`` runs it: (``host:port``, pid)."""
     assert settings.node is not None
-    port = _free_port()
+    port = free_port()
     args = [settings.node, str(settings.interop / "connector.js"), "--btp-port", str(port)]
     args += ["--max-packet-amount", str(MAX_PACKET_AMOUNT), "--log-level", "warn"]
-    async with _run_json_process("connector.js", args, settings.interop) as (_, pid):
+    async with run_json_process("connector.js", args, settings.interop) as (_, pid):
         yield f"127.0.0.1:{port}", pid
 
 
@@ -191,22 +157,10 @@ class Round:
 
 @asynccontextmanager
 async def _endpoints(base: str, pid: int) -> AsyncIterator[_Hop]:
-    """Our sender and a served StreamServer, each a BTP child of the connector at ``base``."""
-    async with (
-        open_btp_client(f"btp+ws://pyreceiver:pyreceiver-token@{base}") as receiver_link,
-        open_btp_client(f"btp+ws://pysender:pysender-token@{base}") as sender_link,
-    ):
-        config = await fetch_config(receiver_link)
-        server = StreamServer(
-            SERVER_SECRET,
-            config.client_address,
-            config.asset_code,
-            config.asset_scale,
-            link=receiver_link,
-        )
-        receiver_link.handler = server
-        async with serve_payments(server):
-            yield _Hop(pid, sender_link, server)
+    """The shared Python endpoints (see :func:`bench.stream.python_endpoints`) through the
+    connector at ``base``, whose process is ``pid``."""
+    async with python_endpoints(base) as (sender, server):
+        yield _Hop(pid, sender, server)
 
 
 async def _pay_through(hop: _Hop) -> Round:
@@ -250,7 +204,7 @@ async def forward_rounds(settings: Settings, rounds: int, config_file: Path) -> 
                 try:
                     round_ = await _pay_through(js_hop)
                 except (RuntimeError, trio.TooSlowError) as exc:
-                    js_error = f"js error: {_describe(exc)}"
+                    js_error = f"js error: {describe(exc)}"
                 else:
                     if not warm_up:
                         js.append(round_)
@@ -275,7 +229,7 @@ def _measure_forward(settings: Settings) -> Measurement:
     with tempfile.TemporaryDirectory(prefix="bench-node-") as tmp:
         config_file = Path(tmp) / "node.toml"
         config_file.write_text(NODE_CONFIG, encoding="utf-8")
-        result = _run_trio(forward_rounds, settings, rounds, config_file)
+        result = run_trio(forward_rounds, settings, rounds, config_file)
     best_ours = max(result.ours, key=lambda r: r.phase.rate)
     notes = [_cpu_note("ilp node", best_ours)]
     best_js = max(result.js, key=lambda r: r.phase.rate, default=None)

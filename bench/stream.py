@@ -44,6 +44,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any, Final, TypeVar
 
 import trio
@@ -67,8 +68,13 @@ __all__ = [
     "PACKETS",
     "MoneyPhase",
     "TimingLink",
+    "describe",
+    "free_port",
     "harness_problem",
     "pay_once",
+    "python_endpoints",
+    "run_json_process",
+    "run_trio",
     "serve_payments",
 ]
 
@@ -199,7 +205,7 @@ async def _memory_rounds(rounds: int) -> list[MoneyPhase]:
         return [await pay_once(sender, server) for _ in range(rounds)]
 
 
-def _describe(exc: BaseException) -> str:
+def describe(exc: BaseException) -> str:
     """One line; RuntimeErrors (ours, already worded) without their type name."""
     lines = str(exc).splitlines()
     text = lines[0] if lines else ""
@@ -212,16 +218,16 @@ def _leaves(exc: BaseException) -> list[BaseException]:
     return [exc]
 
 
-def _run_trio(fn: Callable[..., Awaitable[T]], *args: object) -> T:
+def run_trio(fn: Callable[..., Awaitable[T]], *args: object) -> T:
     """``trio.run``, with the failures inside nurseries raised as one readable RuntimeError."""
     try:
         return trio.run(fn, *args)
     except ExceptionGroup as group:
-        raise RuntimeError("; ".join(_describe(e) for e in _leaves(group))) from group
+        raise RuntimeError("; ".join(describe(e) for e in _leaves(group))) from group
 
 
 def _measure_memory(settings: Settings) -> Measurement:
-    phases = _run_trio(_memory_rounds, settings.repeat)
+    phases = run_trio(_memory_rounds, settings.repeat)
     best = max(phases, key=lambda p: p.rate)
     return Measurement(
         best.rate,
@@ -310,32 +316,64 @@ class _NodeScript:
 
 
 @asynccontextmanager
-async def _run_script(settings: Settings, script: str, *args: str) -> AsyncIterator[dict[str, Any]]:
-    """Run a harness script until the block ends; yields its ``ready`` line."""
-    assert settings.node is not None
+async def run_json_process(
+    name: str, args: Sequence[str], cwd: Path, env: dict[str, str] | None = None
+) -> AsyncIterator[tuple[dict[str, Any], int]]:
+    """Run a process that prints JSON lines until the block ends; yields its ``ready`` line and
+    its pid. Leaving the block sends SIGTERM (SIGKILL 5 s later, by ``trio.run_process``)."""
     async with trio.open_nursery() as nursery:
         process: trio.Process = await nursery.start(
             partial(
                 trio.run_process,
-                [settings.node, str(settings.interop / script), *args],
-                cwd=str(settings.interop),
+                list(args),
+                cwd=str(cwd),
+                env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
                 check=False,
             )
         )
-        node = _NodeScript(script, process)
-
-        nursery.start_soon(node.read_stdout)
-        nursery.start_soon(node.read_stderr)
+        script = _NodeScript(name, process)
+        nursery.start_soon(script.read_stdout)
+        nursery.start_soon(script.read_stderr)
         with trio.fail_after(START_LIMIT):
-            ready = await node.wait_for("ready")
+            ready = await script.wait_for("ready")
+        yield ready, process.pid
+        nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def _run_script(settings: Settings, script: str, *args: str) -> AsyncIterator[dict[str, Any]]:
+    """Run a harness script until the block ends; yields its ``ready`` line."""
+    assert settings.node is not None
+    argv = [settings.node, str(settings.interop / script), *args]
+    async with run_json_process(script, argv, settings.interop) as (ready, _pid):
         yield ready
-        nursery.cancel_scope.cancel()  # run_process sends SIGTERM, then SIGKILL after 5 s
 
 
-def _free_port() -> int:
+@asynccontextmanager
+async def python_endpoints(base: str) -> AsyncIterator[tuple[IlpLink, StreamServer]]:
+    """Our sender's link and a served StreamServer, each a BTP child of the connector at
+    ``base`` (``host:port``)."""
+    async with (
+        open_btp_client(f"btp+ws://pyreceiver:pyreceiver-token@{base}") as receiver_link,
+        open_btp_client(f"btp+ws://pysender:pysender-token@{base}") as sender_link,
+    ):
+        config = await fetch_config(receiver_link)
+        server = StreamServer(
+            SERVER_SECRET,
+            config.client_address,
+            config.asset_code,
+            config.asset_scale,
+            link=receiver_link,
+        )
+        receiver_link.handler = server
+        async with serve_payments(server):
+            yield sender_link, server
+
+
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -378,7 +416,7 @@ class _Rounds:
 
 
 async def _connector_rounds(settings: Settings, rounds: int) -> _Rounds:
-    port = _free_port()
+    port = free_port()
     connector_args = ["--btp-port", str(port), "--max-packet-amount", str(MAX_PACKET_AMOUNT)]
     connector_args += ["--log-level", "warn"]
     base = f"127.0.0.1:{port}"
@@ -387,18 +425,8 @@ async def _connector_rounds(settings: Settings, rounds: int) -> _Rounds:
         receiver_args += ["--spsp-port", "0", "--money-events", "false", "--echo", "false"]
         async with (
             _run_script(settings, "receiver.js", *receiver_args) as js_receiver,
-            open_btp_client(f"btp+ws://pyreceiver:pyreceiver-token@{base}") as receiver_link,
-            open_btp_client(f"btp+ws://pysender:pysender-token@{base}") as sender_link,
+            python_endpoints(base) as (sender_link, server),
         ):
-            config = await fetch_config(receiver_link)
-            server = StreamServer(
-                SERVER_SECRET,
-                config.client_address,
-                config.asset_code,
-                config.asset_scale,
-                link=receiver_link,
-            )
-            receiver_link.handler = server
             spsp_url = str(js_receiver["spsp_url"])
             js_sender = partial(
                 _sender_js, settings, f"btp+ws://jssender:jssender-token@{base}", spsp_url
@@ -406,19 +434,18 @@ async def _connector_rounds(settings: Settings, rounds: int) -> _Rounds:
             python: list[MoneyPhase] = []
             js: list[float] = []
             js_error = None
-            async with serve_payments(server):
-                await pay_once(sender_link, server, WARM_UP_AMOUNT)
-                try:
-                    await js_sender(WARM_UP_AMOUNT)
-                except (RuntimeError, trio.TooSlowError, OSError) as exc:
-                    js_error = f"js error: {_describe(exc)}"
-                for _ in range(rounds):
-                    python.append(await pay_once(sender_link, server))
-                    if js_error is None:
-                        try:
-                            js.append(await js_sender(AMOUNT))
-                        except (RuntimeError, trio.TooSlowError, OSError) as exc:
-                            js_error = f"js error: {_describe(exc)}"
+            await pay_once(sender_link, server, WARM_UP_AMOUNT)
+            try:
+                await js_sender(WARM_UP_AMOUNT)
+            except (RuntimeError, trio.TooSlowError, OSError) as exc:
+                js_error = f"js error: {describe(exc)}"
+            for _ in range(rounds):
+                python.append(await pay_once(sender_link, server))
+                if js_error is None:
+                    try:
+                        js.append(await js_sender(AMOUNT))
+                    except (RuntimeError, trio.TooSlowError, OSError) as exc:
+                        js_error = f"js error: {describe(exc)}"
     return _Rounds(python, js, js_error)
 
 
@@ -426,7 +453,7 @@ def _measure_connector(settings: Settings) -> Measurement:
     problem = harness_problem(settings)
     if problem is not None:
         return Measurement(None, None, (f"n/a: needs connector.js: {problem}",))
-    result = _run_trio(_connector_rounds, settings, min(settings.repeat, MAX_ROUNDS))
+    result = run_trio(_connector_rounds, settings, min(settings.repeat, MAX_ROUNDS))
     best = max(result.python, key=lambda p: p.rate)
     notes = [
         f"our process (sender + receiver) on CPU {best.cpu_share:.0%} of the payment's wall time"

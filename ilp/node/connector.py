@@ -244,9 +244,8 @@ class Connector:
             reply = await self._handle(source, prepare)
         finally:
             self.active -= 1
-            if self.active == 0:
+            if self.active == 0 and self.draining:
                 self._idle.set()
-                self._idle = trio.Event()
         if type(reply) is Fulfill:
             self.packets["fulfilled"] += 1
         else:

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import trio
 
 from ..errors import ConnectError
-from ..link import PrepareHandler, Reply
+from ..link import PrepareHandler, Reply, ReplyCallback
 from ..packet import Fulfill, Prepare, Reject
 from ._websocket import (
     CloseReason,
@@ -231,6 +231,51 @@ class _Waiter:
         trio.lowlevel.reschedule(self.task)
 
 
+class _CallbackWaiter(_Waiter):
+    """A Prepare sent by :meth:`BtpConnection.request_nowait`: its reply goes to a callback,
+    run in the task that resolves it (the reader, the timer, or the connection's end)."""
+
+    __slots__ = ("callback",)
+
+    def __init__(self, callback: ReplyCallback, request_id: int, expires_at: datetime) -> None:
+        self.callback = callback
+        self.request_id = request_id
+        self.expires_at = expires_at
+        self.reply = None
+        self.done = False
+
+    def resolve(self, reply: Reply) -> None:
+        self.done = True
+        self.reply = reply
+        try:
+            self.callback(reply)
+        except Exception:
+            # The callback runs in one of the connection's own tasks: it must not take them down.
+            _log.exception("BTP: a reply callback raised")
+
+
+class _Answer:
+    """The ``respond`` callable given to a handler's ``handle_nowait``: sends the reply to the
+    peer's Prepare ``request_id`` once (later calls are ignored)."""
+
+    __slots__ = ("conn", "done", "request_id")
+
+    def __init__(self, conn: BtpConnection, request_id: int) -> None:
+        self.conn = conn
+        self.request_id = request_id
+        self.done = False
+
+    def __call__(self, reply: Reply) -> None:
+        if self.done:
+            return
+        self.done = True
+        conn = self.conn
+        if type(reply) is not Fulfill and type(reply) is not Reject:
+            _log.error("BTP %s: handle_nowait answered %r", conn.label, type(reply))
+            reply = _internal_error(conn.session.address)
+        conn._answered(self.request_id, reply)
+
+
 _QUEUED, _RUNNING, _DONE, _EXPIRED = range(4)
 _MAX_IDLE_WORKERS = 64
 
@@ -410,18 +455,14 @@ class BtpConnection:
                 return expired_reject(prepare.expires_at, self.session.address)
             if self.closed.is_set() or not self.session.is_open:
                 return self._unreachable()
-        session = self.session
-        request_id, frame = session.send_prepare(prepare)
-        try:
-            # Alone in flight: write at once; otherwise let the writer batch the frames.
-            ws.send_nowait(frame, direct=not self._waiters)
-        except WebSocketClosedError:
-            session.abandon(request_id)
+        request_id = self._transmit(prepare)
+        if request_id is None:
             return self._unreachable()
         waiter = _Waiter(trio.lowlevel.current_task(), request_id, prepare.expires_at)
         waiters = self._waiters
         waiters[request_id] = waiter
         self._expire_at(deadline, waiter)
+        session = self.session
 
         def abort(_: object) -> trio.lowlevel.Abort:
             waiter.done = True
@@ -431,9 +472,46 @@ class BtpConnection:
             return trio.lowlevel.Abort.SUCCEEDED
 
         await trio.lowlevel.wait_task_rescheduled(abort)
-        self._prune()
         assert waiter.reply is not None
         return waiter.reply
+
+    def request_nowait(self, prepare: Prepare, deadline: float, on_reply: ReplyCallback) -> bool:
+        """Send ``prepare`` without waiting: ``on_reply`` gets its reply exactly once, from the
+        task that has it (the reader; the timer with an R00 at ``deadline``; the connection's end
+        with a T01), or at once when the connection is closed or the deadline has passed.
+
+        Returns False, having sent nothing, when the peer reads too slowly to take the frame
+        now (then :meth:`request` waits for room). ``on_reply`` must not block; what it raises
+        is logged.
+        """
+        if self.closed.is_set() or not self.session.is_open:
+            on_reply(self._unreachable())
+            return True
+        if deadline <= trio.current_time():
+            on_reply(expired_reject(prepare.expires_at, self.session.address))
+            return True
+        if self.ws.congested:
+            return False
+        request_id = self._transmit(prepare)
+        if request_id is None:
+            on_reply(self._unreachable())
+            return True
+        waiter = _CallbackWaiter(on_reply, request_id, prepare.expires_at)
+        self._waiters[request_id] = waiter
+        self._expire_at(deadline, waiter)
+        return True
+
+    def _transmit(self, prepare: Prepare) -> int | None:
+        """Write ``prepare`` to the peer: its request id, or None if the WebSocket is closed."""
+        session = self.session
+        request_id, frame = session.send_prepare(prepare)
+        try:
+            # Alone in flight: write at once; otherwise let the writer batch the frames.
+            self.ws.send_nowait(frame, direct=not self._waiters)
+        except WebSocketClosedError:
+            session.abandon(request_id)
+            return None
+        return request_id
 
     def _unreachable(self) -> Reject:
         return local_reject(
@@ -464,6 +542,7 @@ class BtpConnection:
             waiter = self._waiters.pop(event.request_id, None)
             if waiter is not None:
                 waiter.resolve(event.reply)
+                self._prune()
         elif type(event) is PrepareReceived:
             self._dispatch(event, now)
         elif isinstance(event, Dropped):
@@ -484,6 +563,17 @@ class BtpConnection:
             self._send(self.session.send_reply(event.request_id, reply), direct=False)
             return
         self._handling += 1
+        handle_nowait = getattr(self.handler, "handle_nowait", None)
+        if handle_nowait is not None:
+            answer = _Answer(self, event.request_id)
+            try:
+                taken = handle_nowait(event.prepare, answer)
+            except Exception:
+                _log.exception("BTP %s: the Prepare handler raised", self.label)
+                answer(_internal_error(self.session.address))
+                return
+            if taken or answer.done:
+                return
         job = _Job(event.request_id, event.prepare)
         self._jobs.append(job)
         self._expire_at(deadline_of(event.prepare.expires_at, now), job)
@@ -546,10 +636,14 @@ class BtpConnection:
 
     def _finish(self, job: _Job, reply: Reply) -> None:
         job.state = _DONE
-        self._handling -= 1
         self._prune()
+        self._answered(job.request_id, reply)
+
+    def _answered(self, request_id: int, reply: Reply) -> None:
+        """Send the reply to the peer's Prepare ``request_id`` (if the session is still open)."""
+        self._handling -= 1
         if self.session.is_open:
-            self._send(self.session.send_reply(job.request_id, reply), direct=not self._handling)
+            self._send(self.session.send_reply(request_id, reply), direct=not self._handling)
 
     def _expired_in_handler(self) -> Reject:
         return local_reject(
@@ -565,10 +659,10 @@ class BtpConnection:
             reply = await handler(prepare)
         except Exception:
             _log.exception("BTP %s: the Prepare handler raised", self.label)
-            return local_reject("T00", "internal error while handling the Prepare", address)
+            return _internal_error(address)
         if not isinstance(reply, Fulfill | Reject):
             _log.error("BTP %s: the Prepare handler returned %r", self.label, type(reply))
-            return local_reject("T00", "internal error while handling the Prepare", address)
+            return _internal_error(address)
         return reply
 
     async def _keepalive(self, interval: float) -> None:
@@ -587,6 +681,10 @@ class BtpConnection:
 async def send_until_expiry(conn: BtpConnection, prepare: Prepare, clock: Clock) -> Reply:
     """``conn.request`` bounded by the Prepare's expiry: an unanswered Prepare becomes R00."""
     return await conn.request(prepare, deadline_of(prepare.expires_at, clock()))
+
+
+def _internal_error(address: str) -> Reject:
+    return local_reject("T00", "internal error while handling the Prepare", address)
 
 
 def expired_reject(expires_at: datetime, address: str) -> Reject:

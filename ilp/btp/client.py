@@ -33,7 +33,7 @@ from dataclasses import dataclass
 import trio
 
 from ..errors import AuthError, ConnectError, TransportError
-from ..link import PrepareHandler, Reply
+from ..link import PrepareHandler, Reply, ReplyCallback
 from ..packet import Prepare, Reject
 from ._connection import (
     BtpConnection,
@@ -60,6 +60,27 @@ class _Ended:
 
     ready: bool  # it authenticated (so it counts as a connection, not a failed attempt)
     error: TransportError
+
+
+class _Dispatch:
+    """The connection's handler: the client's :attr:`BtpClient.handler` as it is now (it may be
+    set after connecting), with its ``handle_nowait`` where it has one."""
+
+    __slots__ = ("client",)
+
+    def __init__(self, client: BtpClient) -> None:
+        self.client = client
+
+    async def __call__(self, prepare: Prepare) -> Reply:
+        client = self.client
+        handler = client.handler
+        if handler is None:
+            return client._reject("F02", "this BTP client takes no incoming Prepares")
+        return await handler(prepare)
+
+    def handle_nowait(self, prepare: Prepare, respond: ReplyCallback) -> bool:
+        handle_nowait = getattr(self.client.handler, "handle_nowait", None)
+        return handle_nowait is not None and bool(handle_nowait(prepare, respond))
 
 
 class BtpClient:
@@ -168,6 +189,17 @@ class BtpClient:
             "T01",
             f"not connected to the connector at {self.url} before the Prepare expired "
             f"({self._last_error})",
+        )
+
+    def send_nowait(self, prepare: Prepare, on_reply: ReplyCallback) -> bool:
+        """Send ``prepare`` without waiting; ``on_reply`` gets what :meth:`send` would return
+        (see :class:`~ilp.link.IlpLink`). False, with nothing sent, while the socket is down
+        (:meth:`send` waits for a reconnection) or the connector reads too slowly to take it."""
+        conn = self._conn
+        if conn is None or conn.closed.is_set():
+            return False
+        return conn.request_nowait(
+            prepare, deadline_of(prepare.expires_at, self._clock()), on_reply
         )
 
     async def aclose(self) -> None:
@@ -297,7 +329,7 @@ class BtpClient:
             ws,
             session,
             label=self.url,
-            handler=self._dispatch,
+            handler=_Dispatch(self),
             max_handling=self._max_concurrent,
             ping_interval=self._ping_interval,
             ping_timeout=self._ping_timeout,
@@ -314,12 +346,6 @@ class BtpClient:
             self._conn = None
             self._notify()
         return _Ended(True, ConnectError(f"lost the connection to {self.url}: {conn.close_reason}"))
-
-    async def _dispatch(self, prepare: Prepare) -> Reply:
-        handler = self.handler
-        if handler is None:
-            return self._reject("F02", "this BTP client takes no incoming Prepares")
-        return await handler(prepare)
 
     def _auth_error(self, event: AuthRefused) -> AuthError:
         text = event.error.text

@@ -36,12 +36,13 @@ from typing import NoReturn
 import trio
 
 from ..errors import IlpError
-from ..link import PrepareHandler, Reply
+from ..link import PrepareHandler, Reply, ReplyCallback
 from ..packet import Prepare
 from ._connection import (
     BtpConnection,
     Clock,
     RandomPool,
+    deadline_of,
     send_until_expiry,
     server_websocket,
     utcnow,
@@ -90,6 +91,15 @@ class BtpServerLink:
     async def send(self, prepare: Prepare) -> Reply:
         """Send ``prepare`` to the client; its Fulfill/Reject, or a locally made Reject."""
         return await send_until_expiry(self._conn, prepare, self._clock)
+
+    def send_nowait(self, prepare: Prepare, on_reply: ReplyCallback) -> bool:
+        """Send ``prepare`` without waiting; ``on_reply`` gets what :meth:`send` would return
+        (see :class:`~ilp.link.IlpLink`). False, with nothing sent, if the client reads too
+        slowly to take it now."""
+        conn = self._conn
+        return conn.request_nowait(
+            prepare, deadline_of(prepare.expires_at, self._clock()), on_reply
+        )
 
     async def wait_closed(self) -> None:
         """Return when the client's WebSocket is gone."""

@@ -32,7 +32,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
@@ -42,7 +42,7 @@ import trio
 
 from ..address import is_valid_address
 from ..ildcp import ILDCP_DESTINATION, IldcpResponse, check_request
-from ..link import IlpLink, PrepareHandler, Reply
+from ..link import IlpLink, PrepareHandler, Reply, ReplyCallback
 from ..oer import MAX_UINT64
 from ..packet import AmountTooLargeData, ErrorCode, Fulfill, Prepare, Reject
 from ..peer import PeerRequestError
@@ -69,7 +69,7 @@ LOCAL_SEGMENT: Final = "~receive"
 served by the node's API); account names cannot contain ``~``, so it never clashes."""
 
 _F01, _F02, _F03, _F05, _F08 = (ErrorCode(c) for c in ("F01", "F02", "F03", "F05", "F08"))
-_T01, _T03, _T04 = (ErrorCode(c) for c in ("T01", "T03", "T04"))
+_T00, _T01, _T03, _T04 = (ErrorCode(c) for c in ("T00", "T01", "T03", "T04"))
 _R00, _R01, _R02 = (ErrorCode(c) for c in ("R00", "R01", "R02"))
 _sha256 = hashlib.sha256
 
@@ -178,6 +178,78 @@ class AccountLink:
 
 _LOCAL: Final = object()
 
+
+class _Forward:
+    """A Prepare that passed every rule: where it goes, as what, and what to settle."""
+
+    __slots__ = (
+        "amount",
+        "bounded",
+        "condition",
+        "expires_at",
+        "forwarded",
+        "link",
+        "now",
+        "out_amount",
+        "send",
+        "source",
+        "target",
+    )
+
+    def __init__(
+        self,
+        source: Account,
+        target: Account,
+        link: IlpLink | None,
+        send: PrepareHandler,
+        bounded: bool,
+        forwarded: Prepare,
+        condition: bytes,
+        amount: int,
+        out_amount: int,
+        expires_at: datetime,
+        now: datetime,
+    ) -> None:
+        self.source = source
+        self.target = target
+        self.link = link
+        """None for the node's own receivers."""
+        self.send = send
+        self.bounded = bounded
+        """The link answers by the forwarded expiry itself (``bounds_expiry``)."""
+        self.forwarded = forwarded
+        self.condition = condition
+        self.amount = amount
+        self.out_amount = out_amount
+        self.expires_at = expires_at
+        """The forwarded expiry."""
+        self.now = now
+
+
+class _InFlight:
+    """The reply callback of a Prepare forwarded by :meth:`Connector.handle_nowait`."""
+
+    __slots__ = ("connector", "hop", "respond")
+
+    def __init__(self, connector: Connector, hop: _Forward, respond: ReplyCallback) -> None:
+        self.connector = connector
+        self.hop = hop
+        self.respond = respond
+
+    def __call__(self, reply: Reply) -> None:
+        connector = self.connector
+        hop = self.hop
+        hop.source.in_flight -= hop.amount
+        try:
+            reply = connector._complete(hop, reply)
+        except Exception:
+            # Run by the link's own task, which must live on; the peer still gets an answer.
+            _log.exception("settling a forwarded packet failed")
+            reply = connector._reject(_T00, "internal error while settling the packet")
+        connector._done()
+        self.respond(connector._count(reply))
+
+
 Clock = Callable[[], datetime]
 
 
@@ -238,19 +310,37 @@ class Connector:
     async def handle(self, source: Account, prepare: Prepare) -> Reply:
         """Answer a Prepare that arrived from ``source`` (see the module documentation)."""
         if self.draining:
-            return self._reject(_T03, "the node is shutting down: try again shortly")
+            return self._count(self._reject(_T03, "the node is shutting down: try again shortly"))
         self.active += 1
         try:
             reply = await self._handle(source, prepare)
         finally:
-            self.active -= 1
-            if self.active == 0 and self.draining:
-                self._idle.set()
-        if type(reply) is Fulfill:
-            self.packets["fulfilled"] += 1
-        else:
-            self.packets["rejected"] += 1
-        return reply
+            self._done()
+        return self._count(reply)
+
+    def handle_nowait(self, source: Account, prepare: Prepare, respond: ReplyCallback) -> bool:
+        """:meth:`handle` without a task of its own (see :data:`~ilp.link.PrepareHandler`):
+        True if ``respond`` has been or will be called with the reply, False (nothing done)
+        when the Prepare needs :meth:`handle` (its next hop has no ``send_nowait``, as the
+        node's own receivers, or cannot take it now)."""
+        if self.draining:
+            respond(self._count(self._reject(_T03, "the node is shutting down: try again shortly")))
+            return True
+        hop = self._route(source, prepare, nowait=True)
+        if hop is None:
+            return False
+        if type(hop) is not _Forward:
+            assert isinstance(hop, Fulfill | Reject)
+            respond(self._count(hop))
+            return True
+        send_nowait = hop.link.send_nowait  # type: ignore[union-attr]
+        self.active += 1
+        source.in_flight += hop.amount
+        if send_nowait(hop.forwarded, _InFlight(self, hop, respond)):
+            return True
+        source.in_flight -= hop.amount
+        self._done()
+        return False
 
     async def drain(self) -> None:
         """Refuse new Prepares (T03) and return once none is being handled.
@@ -262,7 +352,50 @@ class Connector:
         while self.active:
             await self._idle.wait()
 
+    def _count(self, reply: Reply) -> Reply:
+        if type(reply) is Fulfill:
+            self.packets["fulfilled"] += 1
+        else:
+            self.packets["rejected"] += 1
+        return reply
+
+    def _done(self) -> None:
+        """A Prepare taken (``active``) has been answered."""
+        self.active -= 1
+        if self.active == 0 and self.draining:
+            self._idle.set()
+
     async def _handle(self, source: Account, prepare: Prepare) -> Reply:
+        hop = self._route(source, prepare)
+        if hop is None or type(hop) is not _Forward:
+            assert isinstance(hop, Fulfill | Reject)
+            return hop
+        amount = hop.amount
+        send = hop.send
+        source.in_flight += amount
+        try:
+            if hop.bounded:
+                # The link answers R00 itself at the forwarded expiry: no timer of our own.
+                reply = await send(hop.forwarded)
+            else:
+                deadline = trio.current_time() + (hop.expires_at - hop.now).total_seconds()
+                with trio.move_on_at(deadline):
+                    return self._complete(hop, await send(hop.forwarded))
+                return self._reject(
+                    _R00, f"no reply from {hop.target.name} before {hop.expires_at.isoformat()}"
+                )
+            return self._complete(hop, reply)
+        finally:
+            source.in_flight -= amount
+
+    def _route(
+        self, source: Account, prepare: Prepare, *, nowait: bool = False
+    ) -> Reply | _Forward | None:
+        """Every rule before forwarding: the reply when the node answers itself, or the hop.
+
+        With ``nowait``, None (before any side effect) when the next hop cannot be sent to
+        without a task: the node's own receivers, links without ``send_nowait``.
+        """
         destination = prepare.destination
         if destination.startswith("peer."):
             return self._peer_protocol(source, prepare)
@@ -274,17 +407,20 @@ class Connector:
                 f"packet size too large. maxAmount={limit} actualAmount={amount}",
                 AmountTooLargeData(amount, limit).encode(),
             )
-        hop = self._table.lookup(destination)
-        if hop is None:
+        next_hop = self._table.lookup(destination)
+        if next_hop is None:
             return self._reject(_F02, f"no route to {destination[:200]}")
-        if hop is _LOCAL:
+        link: IlpLink | None
+        if next_hop is _LOCAL:
+            if nowait:
+                return None
             target, send = self._local_target(destination)
             if send is None or target is None:
                 return self._reject(_F02, f"no account receives at {destination[:200]}")
-            bounded = False
+            link, bounded = None, False
         else:
-            assert isinstance(hop, Account)
-            target = hop
+            assert isinstance(next_hop, Account)
+            target = next_hop
             if target is source:
                 return self._reject(_F02, "the route leads back to the account it came from")
             links = target.links
@@ -293,6 +429,8 @@ class Connector:
             link = links[-1]
             send = link.send
             bounded = getattr(link, "bounds_expiry", False)
+            if nowait and not (bounded and hasattr(link, "send_nowait")):
+                return None
         now = self._clock()
         expires_at = prepare.expires_at
         out_expiry = expires_at - self._window
@@ -326,37 +464,38 @@ class Connector:
                 _T04,
                 f"insufficient liquidity: account {source.name} has used its credit limit",
             )
-        forwarded = prepare.forward(out_amount, out_expiry)
-        reply: Reply | None = None
-        source.in_flight += amount
-        try:
-            if bounded:
-                # The link answers R00 itself at the forwarded expiry: no timer of our own.
-                reply = await send(forwarded)
-            else:
-                deadline = trio.current_time() + (out_expiry - now).total_seconds()
-                with trio.move_on_at(deadline):
-                    reply = await send(forwarded)
-                if reply is None:
-                    return self._reject(
-                        _R00, f"no reply from {target.name} before {out_expiry.isoformat()}"
-                    )
-            if type(reply) is Fulfill:
-                if _sha256(reply.fulfillment).digest() != prepare.execution_condition:
-                    return self._reject(_F05, "fulfillment did not match the condition")
-                self._settle(source, amount, target, out_amount)
-            return reply
-        finally:
-            source.in_flight -= amount
+        return _Forward(
+            source,
+            target,
+            link,
+            send,
+            bounded,
+            prepare.forward(out_amount, out_expiry),
+            prepare.execution_condition,
+            amount,
+            out_amount,
+            out_expiry,
+            now,
+        )
+
+    def _complete(self, hop: _Forward, reply: Reply) -> Reply:
+        """The reply from the next hop, as it goes back: a Fulfill is checked and settled."""
+        if type(reply) is Fulfill:
+            if _sha256(reply.fulfillment).digest() != hop.condition:
+                return self._reject(_F05, "fulfillment did not match the condition")
+            self._settle(hop.source, hop.amount, hop.target, hop.out_amount)
+        return reply
 
     def _settle(self, source: Account, amount: int, target: Account, out_amount: int) -> None:
         source.balance -= amount
         target.balance += out_amount
         # An account deleted while the packet was in flight is not written back: its name may
         # already belong to a new account, whose stored balance this must not overwrite.
-        current = [a for a in (source, target) if self.accounts.get(a.name) is a]
+        accounts = self.accounts
         try:
-            self.store.save_balances((a.name, a.balance) for a in current)
+            self.store.save_balances(
+                [(a.name, a.balance) for a in (source, target) if accounts.get(a.name) is a]
+            )
         except StoreError:
             # The money moved downstream: the Fulfill must go back all the same.
             _log.exception("could not store the balances of a fulfilled packet")
@@ -526,18 +665,39 @@ class Connector:
     def link_from(self, account: Account) -> AccountLink:
         return AccountLink(self, account)
 
-    def handler_for(self, account: Account) -> Callable[[Prepare], Awaitable[Reply]]:
-        """The Prepare handler of ``account``'s link: :meth:`handle` with the account bound.
+    def handler_for(self, account: Account) -> AccountHandler:
+        """The Prepare handler of ``account``'s link: :meth:`handle` with the account bound."""
+        return AccountHandler(self, account.name)
 
-        The account is looked up by name on every packet, so a link keeps working after the
-        account's settings change and stops when it is deleted.
-        """
-        name = account.name
 
-        async def handle(prepare: Prepare) -> Reply:
-            current = self.accounts.get(name)
-            if current is None:
-                return self._reject(_T01, f"account {name} was deleted")
-            return await self.handle(current, prepare)
+class AccountHandler:
+    """:meth:`Connector.handle` (and :meth:`~Connector.handle_nowait`) for the account named
+    ``name``, a :data:`~ilp.link.PrepareHandler`.
 
-        return handle
+    The account is looked up by name on every packet, so a link keeps working after the
+    account's settings change and stops when it is deleted.
+    """
+
+    __slots__ = ("connector", "name")
+
+    def __init__(self, connector: Connector, name: str) -> None:
+        self.connector = connector
+        self.name = name
+
+    def _deleted(self) -> Reject:
+        return self.connector._reject(_T01, f"account {self.name} was deleted")
+
+    async def __call__(self, prepare: Prepare) -> Reply:
+        connector = self.connector
+        current = connector.accounts.get(self.name)
+        if current is None:
+            return self._deleted()
+        return await connector.handle(current, prepare)
+
+    def handle_nowait(self, prepare: Prepare, respond: ReplyCallback) -> bool:
+        connector = self.connector
+        current = connector.accounts.get(self.name)
+        if current is None:
+            respond(self._deleted())
+            return True
+        return connector.handle_nowait(current, prepare, respond)

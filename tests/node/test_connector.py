@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 from pathlib import Path
@@ -13,9 +14,10 @@ import trio
 import trio.testing
 
 from ilp.ildcp import IldcpError, fetch_config, make_request
-from ilp.link import PrepareHandler, Reply
+from ilp.link import PrepareHandler, Reply, ReplyCallback
 from ilp.node.connector import (
     Account,
+    AccountHandler,
     Connector,
     NodeError,
     NotFoundError,
@@ -79,11 +81,84 @@ def attach(
             credit_limit=credit_limit,
         )
     )
-    node_end, own_end = memory_link_pair(connector.handler_for(account), handler, now=clock)
+    incoming: PrepareHandler = connector.handler_for(account)
+    if PATH.nowait:
+        incoming = NowaitCaller(connector.handler_for(account))
+    node_end, own_end = memory_link_pair(incoming, handler, now=clock)
     node_end.address = NODE
     if connected:
-        account.links.append(node_end)
+        account.links.append(NowaitEnd(node_end) if PATH.nowait else node_end)
     return own_end
+
+
+class _Path:
+    """Which entry point of the connector the tests go through (see the ``path`` fixture)."""
+
+    nowait = False
+    taken = 0
+    """Prepares the connector took through ``handle_nowait``."""
+
+
+PATH = _Path()
+
+
+@pytest.fixture(autouse=True, params=["handle", "handle_nowait"])
+def path(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test runs twice: once with links and handlers as the awaitable kind, once with
+    ``send_nowait`` on the links the node forwards to and the accounts' Prepares going through
+    ``handle_nowait`` (the way BTP links drive the connector)."""
+    PATH.nowait = request.param == "handle_nowait"
+    PATH.taken = 0
+    yield request.param
+    PATH.nowait = False
+
+
+class NowaitCaller:
+    """Calls the connector the way a BTP connection does: ``handle_nowait`` first, and the
+    awaitable handler only when it declines."""
+
+    def __init__(self, handler: AccountHandler) -> None:
+        self.handler = handler
+
+    async def __call__(self, p: Prepare) -> Reply:
+        replies: list[Reply] = []
+        answered = trio.Event()
+
+        def respond(reply: Reply) -> None:
+            replies.append(reply)
+            answered.set()
+
+        if not self.handler.handle_nowait(p, respond):
+            assert not replies
+            return await self.handler(p)
+        PATH.taken += 1
+        await answered.wait()
+        await trio.testing.wait_all_tasks_blocked()
+        assert len(replies) == 1, replies  # exactly once
+        return replies[0]
+
+
+class NowaitEnd:
+    """The node's end of an account's link, with ``send_nowait``: the reply callback runs in a
+    task of the link's own (a system task here), as a BTP connection's reader would run it."""
+
+    bounds_expiry = True
+
+    def __init__(self, inner: MemoryLink) -> None:
+        self.inner = inner
+        self.sent_nowait = 0
+
+    async def send(self, p: Prepare) -> Reply:
+        return await self.inner.send(p)
+
+    def send_nowait(self, p: Prepare, on_reply: ReplyCallback) -> bool:
+        self.sent_nowait += 1
+
+        async def deliver() -> None:
+            on_reply(await self.inner.send(p))
+
+        trio.lowlevel.spawn_system_task(deliver)
+        return True
 
 
 class Recorder:
@@ -479,6 +554,30 @@ async def test_fulfill_moves_balances_and_stores_them(tmp_path: Path) -> None:
     with NodeStore(path) as other:  # committed, as another process would see it
         assert {a.name: a.balance for a in other.accounts()} == {"alice": -1000, "bob": 900}
     assert connector.packets == {"fulfilled": 1, "rejected": 0}
+    assert PATH.taken == (1 if PATH.nowait else 0)
+
+
+class BusyEnd(NowaitEnd):
+    """A link whose ``send_nowait`` cannot take a Prepare now (a congested WebSocket)."""
+
+    def send_nowait(self, p: Prepare, on_reply: ReplyCallback) -> bool:
+        self.sent_nowait += 1
+        return False
+
+
+async def test_a_link_that_cannot_take_a_packet_now_is_awaited_instead() -> None:
+    connector = make_connector()
+    alice = attach(connector, "alice", credit_limit=1000)
+    attach(connector, "bob", connected=False)
+    node_end, _ = memory_link_pair(None, fulfill, now=clock)
+    busy = BusyEnd(node_end)
+    connector.account("bob").links.append(busy)
+    for _ in range(2):  # what the refused attempt held would show in the second
+        assert isinstance(await alice.send(prepare("test.node.bob", amount=500)), Fulfill)
+    assert busy.sent_nowait == (2 if PATH.nowait else 0)
+    assert PATH.taken == 0
+    assert balances(connector) == {"alice": (-1000, 0), "bob": (1000, 0)}
+    assert connector.active == 0
 
 
 async def test_state_survives_a_new_connector(tmp_path: Path) -> None:

@@ -281,6 +281,7 @@ class Node:
 
     async def _start(self, nursery: trio.Nursery) -> None:
         config = self.config
+        await nursery.start(self.connector.run)
         for receiver in self._receivers.values():
             nursery.start_soon(receiver.run)
         for name in list(self.connector.accounts):

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 from pathlib import Path
@@ -24,7 +25,7 @@ from ilp.node.connector import (
     RouteInfo,
     hash_token,
 )
-from ilp.node.store import AccountRecord, NodeStore
+from ilp.node.store import AccountRecord, NodeStore, StoreError
 from ilp.packet import AmountTooLargeData, ErrorCode, Fulfill, Prepare, Reject
 from ilp.testing import MemoryLink, memory_link_pair
 
@@ -49,7 +50,7 @@ async def fulfill(p: Prepare) -> Reply:
 
 
 def make_connector(store: NodeStore | None = None, **options: Any) -> Connector:
-    return Connector(
+    connector = Connector(
         store if store is not None else NodeStore(":memory:"),
         address=NODE,
         asset_code="XRP",
@@ -57,6 +58,10 @@ def make_connector(store: NodeStore | None = None, **options: Any) -> Connector:
         clock=clock,
         **options,
     )
+    if PATH.grouped:
+        with contextlib.suppress(RuntimeError):  # a test outside trio: commits one by one
+            trio.lowlevel.spawn_system_task(connector.run)
+    return connector
 
 
 def attach(
@@ -95,6 +100,8 @@ class _Path:
     """Which entry point of the connector the tests go through (see the ``path`` fixture)."""
 
     nowait = False
+    grouped = False
+    """The connector's committer runs (:meth:`Connector.run`)."""
     taken = 0
     """Prepares the connector took through ``handle_nowait``."""
 
@@ -102,15 +109,20 @@ class _Path:
 PATH = _Path()
 
 
-@pytest.fixture(autouse=True, params=["handle", "handle_nowait"])
+@pytest.fixture(
+    autouse=True,
+    params=["handle", "handle_nowait", "handle+grouped", "handle_nowait+grouped"],
+)
 def path(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Every test runs twice: once with links and handlers as the awaitable kind, once with
+    """Every test runs four times: with links and handlers as the awaitable kind, or with
     ``send_nowait`` on the links the node forwards to and the accounts' Prepares going through
-    ``handle_nowait`` (the way BTP links drive the connector)."""
-    PATH.nowait = request.param == "handle_nowait"
+    ``handle_nowait`` (the way BTP links drive the connector); and each of those with balances
+    committed packet by packet, or in groups by the connector's committer task (as in a node)."""
+    PATH.nowait = request.param.startswith("handle_nowait")
+    PATH.grouped = request.param.endswith("+grouped")
     PATH.taken = 0
     yield request.param
-    PATH.nowait = False
+    PATH.nowait = PATH.grouped = False
 
 
 class NowaitCaller:
@@ -555,6 +567,67 @@ async def test_fulfill_moves_balances_and_stores_them(tmp_path: Path) -> None:
         assert {a.name: a.balance for a in other.accounts()} == {"alice": -1000, "bob": 900}
     assert connector.packets == {"fulfilled": 1, "rejected": 0}
     assert PATH.taken == (1 if PATH.nowait else 0)
+
+
+class CountingStore(NodeStore):
+    """A store that logs each commit of balances (and can be made to fail)."""
+
+    def __init__(self, log: list[str]) -> None:
+        super().__init__(":memory:")
+        self.log = log
+        self.fail = False
+
+    def save_balances(self, balances: Iterable[tuple[str, int]]) -> None:
+        self.log.append("commit")
+        if self.fail:
+            raise StoreError("the disk is full")
+        super().save_balances(balances)
+
+
+async def test_fulfills_go_back_only_after_their_balances_are_committed() -> None:
+    log: list[str] = []
+    connector = make_connector(CountingStore(log))
+    alice = attach(connector, "alice")
+    gate = Gate()
+    attach(connector, "bob", handler=gate)
+
+    async def send() -> None:
+        reply = await alice.send(prepare("test.node.bob", amount=10))
+        assert isinstance(reply, Fulfill)
+        log.append("reply")
+
+    async with trio.open_nursery() as nursery:
+        for _ in range(5):
+            nursery.start_soon(send)
+        while gate.arrived < 5:
+            await trio.sleep(0)
+        gate.release.set()  # the five Fulfills come back in one pass of the scheduler
+    if PATH.grouped:
+        assert log == ["commit"] + ["reply"] * 5  # one transaction for the five, then replies
+    else:
+        # One commit per packet, and every Fulfill that came back had its own before it.
+        assert log.count("commit") == 5
+        for i, entry in enumerate(log):
+            if entry == "reply":
+                assert log[:i].count("commit") >= log[: i + 1].count("reply")
+    assert balances(connector) == {"alice": (-50, 0), "bob": (50, 0)}
+    assert {a.name: a.balance for a in connector.store.accounts()} == {"alice": -50, "bob": 50}
+    assert connector.active == 0
+
+
+async def test_a_failing_store_still_lets_the_fulfill_go_back(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    log: list[str] = []
+    store = CountingStore(log)
+    connector = make_connector(store)
+    alice = attach(connector, "alice")
+    attach(connector, "bob", handler=fulfill)
+    store.fail = True
+    assert isinstance(await alice.send(prepare("test.node.bob", amount=10)), Fulfill)
+    assert "could not store the balances" in caplog.text
+    assert balances(connector) == {"alice": (-10, 0), "bob": (10, 0)}
+    assert connector.active == 0
 
 
 class BusyEnd(NowaitEnd):

@@ -332,6 +332,7 @@ class BtpConnection:
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
         self._clock = clock
+        session.clock = clock  # for the triggered_at of BTP Errors it sends
         self._waiters: dict[int, _Waiter] = {}
         self._jobs: deque[_Job] = deque()
         self._idle: list[trio.lowlevel.Task] = []  # workers waiting for a job
@@ -533,8 +534,7 @@ class BtpConnection:
             _log.debug("BTP %s: ignored a text frame", self.label)
             return
         assert isinstance(frame, bytes)
-        now = self._clock()
-        received = self.session.receive_frame(frame, now)
+        received = self.session.receive_frame(frame)
         if received.reply is not None:
             self._send(received.reply, direct=not self._handling)
         event = received.event
@@ -544,13 +544,13 @@ class BtpConnection:
                 waiter.resolve(event.reply)
                 self._prune()
         elif type(event) is PrepareReceived:
-            self._dispatch(event, now)
+            self._dispatch(event)
         elif isinstance(event, Dropped):
             _log.debug("BTP %s: dropped a frame: %s", self.label, event.reason)
         elif event is not None:
             _log.debug("BTP %s: ignored %r", self.label, event)
 
-    def _dispatch(self, event: PrepareReceived, now: datetime) -> None:
+    def _dispatch(self, event: PrepareReceived) -> None:
         nursery = self._nursery
         if nursery is None:
             return  # the connection is going down: so is this Prepare
@@ -576,7 +576,7 @@ class BtpConnection:
                 return
         job = _Job(event.request_id, event.prepare)
         self._jobs.append(job)
-        self._expire_at(deadline_of(event.prepare.expires_at, now), job)
+        self._expire_at(deadline_of(event.prepare.expires_at, self._clock()), job)
         if not self._waking:
             self._wake_worker(nursery)
 

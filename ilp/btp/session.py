@@ -37,7 +37,7 @@ import enum
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Final, NamedTuple
 
 from ..errors import DecodeError, IlpError, TransportError
@@ -198,6 +198,10 @@ def local_reject(code: str, message: str, triggered_by: str = "") -> Reject:
     return Reject(ErrorCode(code), triggered_by, message)
 
 
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
 # ----------------------------------------------------------------------------------------------
 # The session
 
@@ -213,6 +217,9 @@ class BtpSession:
     def __init__(self, role: Role, random_bytes: RandomBytes, *, address: str = "") -> None:
         self.role = role
         self.address = address
+        self.clock: Callable[[], datetime] = _utcnow
+        """The wall clock read for the ``triggered_at`` of BTP Errors when
+        :meth:`receive_frame` is given no ``now``."""
         self._random = random_bytes
         self.state = SessionState.IDLE if role is Role.CLIENT else SessionState.AUTHENTICATING
         self._auth_request_id: int | None = None
@@ -322,10 +329,11 @@ class BtpSession:
 
     # -- receiving ------------------------------------------------------------------------------
 
-    def receive_frame(self, frame: bytes, now: datetime) -> Received:
+    def receive_frame(self, frame: bytes, now: datetime | None = None) -> Received:
         """Make sense of one binary WebSocket message from the peer.
 
-        ``now`` is only used as the ``triggered_at`` of BTP Errors sent back.
+        ``now`` is only used as the ``triggered_at`` of BTP Errors sent back; without it,
+        :attr:`clock` is read when one is sent (most frames need no clock at all).
         """
         state = self.state
         if state is SessionState.OPEN and type(frame) is bytes:
@@ -349,7 +357,9 @@ class BtpSession:
                 self.state = SessionState.CLOSED
                 raise RemoteProtocolError(
                     f"the first frame is not a BTP packet: {exc}",
-                    reply=_error(0, "F00", "the first frame must be the auth Message", now),
+                    reply=_error(
+                        0, "F00", "the first frame must be the auth Message", now or self.clock()
+                    ),
                 ) from exc
             return Received(Dropped(f"unparseable BTP packet: {exc}"), None)
         if state is SessionState.AUTHENTICATING:
@@ -366,10 +376,12 @@ class BtpSession:
             return self._receive_error(packet)
         return self._receive_transfer(packet, now)
 
-    def _receive_auth(self, packet: BtpPacket, now: datetime) -> AuthRequested:
+    def _receive_auth(self, packet: BtpPacket, now: datetime | None) -> AuthRequested:
         def refuse(why: str) -> RemoteProtocolError:
             self.state = SessionState.CLOSED
-            return RemoteProtocolError(why, reply=_error(packet.request_id, "F00", why, now))
+            return RemoteProtocolError(
+                why, reply=_error(packet.request_id, "F00", why, now or self.clock())
+            )
 
         if not isinstance(packet, Message):
             raise refuse("the first BTP packet must be the auth Message")
@@ -397,14 +409,14 @@ class BtpSession:
         self.state = SessionState.CLOSED
         return AuthRefused(packet)
 
-    def _receive_message(self, packet: Message, now: datetime) -> Received:
+    def _receive_message(self, packet: Message, now: datetime | None) -> Received:
         entry = packet.get("ilp")
         if entry is None:
             # Side protocols we do not know: acknowledge and ignore (RFC 23).
             return Received(None, Response(packet.request_id).encode())
         return self._receive_ilp(packet.request_id, entry.data, now, is_request=True)
 
-    def _receive_response(self, packet: Response, now: datetime) -> Received:
+    def _receive_response(self, packet: Response, now: datetime | None) -> Received:
         entry = packet.get("ilp")
         if entry is not None:
             return self._response_ilp(packet.request_id, entry.data, now)
@@ -415,7 +427,7 @@ class BtpSession:
             )
         return Received(Dropped(f"response to unknown request id {packet.request_id}"), None)
 
-    def _response_ilp(self, request_id: int, raw: bytes, now: datetime) -> Received:
+    def _response_ilp(self, request_id: int, raw: bytes, now: datetime | None) -> Received:
         """A Response whose ``ilp`` entry holds ``raw``."""
         if request_id in self._outgoing:
             return self._receive_ilp(request_id, raw, now, is_request=False)
@@ -440,14 +452,19 @@ class BtpSession:
             ),
         )
 
-    def _receive_transfer(self, packet: Transfer, now: datetime) -> Received:
+    def _receive_transfer(self, packet: Transfer, now: datetime | None) -> Received:
         return Received(
             None,
-            _error(packet.request_id, "F00", "BTP Transfer (settlement) is not supported", now),
+            _error(
+                packet.request_id,
+                "F00",
+                "BTP Transfer (settlement) is not supported",
+                now or self.clock(),
+            ),
         )
 
     def _receive_ilp(
-        self, request_id: int, raw: bytes, now: datetime, *, is_request: bool
+        self, request_id: int, raw: bytes, now: datetime | None, *, is_request: bool
     ) -> Received:
         """An ``ilp`` entry. ``is_request`` is False only for a Response to our own Prepare."""
         try:
@@ -468,7 +485,12 @@ class BtpSession:
             if request_id in self._incoming:
                 return Received(
                     None,
-                    _error(request_id, "F05", f"request id {request_id} is already in use", now),
+                    _error(
+                        request_id,
+                        "F05",
+                        f"request id {request_id} is already in use",
+                        now or self.clock(),
+                    ),
                 )
             self._incoming.add(request_id)
             return Received(PrepareReceived(request_id, inner), None)
@@ -476,7 +498,10 @@ class BtpSession:
         if condition is None:
             # A Message carrying a Fulfill/Reject nobody waits for: answer, a request needs one.
             return Received(
-                None, _error(request_id, "F01", "an ILP reply to no Prepare of ours", now)
+                None,
+                _error(
+                    request_id, "F01", "an ILP reply to no Prepare of ours", now or self.clock()
+                ),
             )
         # The reply to our Prepare, whichever packet type carried it.
         if isinstance(inner, Fulfill) and not is_fulfillment_valid(inner.fulfillment, condition):

@@ -420,10 +420,15 @@ def decode_packet(data: Buffer) -> IlpPacket:
     """Decode an ILP Prepare, Fulfill or Reject; raises only :class:`DecodeError`."""
     if type(data) is not bytes:
         data = bytes(data)
-    if data and data[0] == 12:
-        prepare = _decode_prepare_fast(data)
-        if prepare is not None:
-            return prepare
+    if data:
+        kind = data[0]
+        fast: IlpPacket | None = None
+        if kind == 12:
+            fast = _decode_prepare_fast(data)
+        elif kind == 13:
+            fast = _decode_fulfill_fast(data)
+        if fast is not None:
+            return fast
     return _decode_packet_checked(data)
 
 
@@ -526,6 +531,51 @@ def _decode_prepare_fast(data: bytes) -> Prepare | None:
     return p
 
 
+def _decode_fulfill_fast(data: bytes) -> Fulfill | None:
+    """The common case of a Fulfill in one pass (canonical lengths, nothing after the data);
+    None sends anything else to :func:`_decode_packet_checked`."""
+    size = len(data)
+    if size < 35:
+        return None
+    first = data[1]
+    if first < 0x80:
+        pos = 2
+    elif first == 0x81 and data[2] >= 0x80:
+        pos = 3
+    elif first == 0x82 and (data[2] << 8) | data[3] >= 0x100:
+        pos = 4
+    else:
+        return None
+    at = pos + 32
+    if at >= size:
+        return None
+    data_len = data[at]
+    at += 1
+    if data_len >= 0x80:
+        if data_len == 0x81 and at < size and data[at] >= 0x80:
+            data_len = data[at]
+            at += 1
+        elif data_len == 0x82 and at + 1 < size:
+            data_len = (data[at] << 8) | data[at + 1]
+            at += 2
+            if data_len < 0x100 or data_len > MAX_DATA_SIZE:
+                return None
+        else:
+            return None
+    if at + data_len != size:
+        return None
+    # The envelope's length must match too: the checked path says why when it does not.
+    envelope = size - pos
+    if (first < 0x80 and first != envelope) or (
+        first >= 0x80 and (data[2] if first == 0x81 else (data[2] << 8) | data[3]) != envelope
+    ):
+        return None
+    f: Fulfill = _new(Fulfill)
+    _set_fulfillment(f, data[pos : pos + 32])
+    _set_fulfill_data(f, data[at:size])
+    return f
+
+
 def _slot_setter(cls: type, name: str) -> Callable[[Any, Any], None]:
     setter: Callable[[Any, Any], None] = cls.__dict__[name].__set__
     return setter
@@ -538,6 +588,8 @@ _set_expires_at = _slot_setter(Prepare, "expires_at")
 _set_condition = _slot_setter(Prepare, "execution_condition")
 _set_destination = _slot_setter(Prepare, "destination")
 _set_data = _slot_setter(Prepare, "data")
+_set_fulfillment = _slot_setter(Fulfill, "fulfillment")
+_set_fulfill_data = _slot_setter(Fulfill, "data")
 
 
 def encode_packet(packet: IlpPacket) -> bytes:

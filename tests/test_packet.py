@@ -44,14 +44,19 @@ def test_arbitrary_bytes_raise_only_decode_error(raw: bytes) -> None:
         decode_packet(raw)
 
 
-@given(prepares, st.data())
-def test_fast_and_checked_paths_agree_on_mutations(prepare: Prepare, data: st.DataObject) -> None:
-    raw = bytearray(prepare.encode())
+@given(prepares | fulfills, st.data())
+def test_fast_and_checked_paths_agree_on_mutations(
+    packet: Prepare | Fulfill, data: st.DataObject
+) -> None:
+    raw = bytearray(packet.encode())
+    # Length bytes are where the fast paths decide most: near the front, often a length marker.
     for _ in range(data.draw(st.integers(1, 3))):
-        at = data.draw(st.integers(0, len(raw) - 1))
-        raw[at] = data.draw(st.integers(0, 255))
+        at = data.draw(st.integers(0, min(len(raw), 40) - 1) | st.integers(0, len(raw) - 1))
+        raw[at] = data.draw(st.sampled_from([0x7F, 0x80, 0x81, 0x82, 0x83]) | st.integers(0, 255))
     if data.draw(st.booleans()):
         del raw[data.draw(st.integers(0, len(raw) - 1)) :]
+    elif data.draw(st.booleans()):
+        raw += data.draw(st.binary(min_size=1, max_size=3))
     outcomes: list[object] = []
     for decode in (decode_packet, _decode_packet_checked):
         try:

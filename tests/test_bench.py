@@ -313,6 +313,9 @@ def test_process_cpu_seconds() -> None:
     if sys.platform.startswith("linux"):
         used = node.process_cpu_seconds(os.getpid())
         assert used is not None and used > 0  # this process has imported pytest, at least
+        sum(range(2_000_000))  # some CPU, far less than a clock tick would hide
+        more = node.process_cpu_seconds(os.getpid())
+        assert more is not None and more > used
     assert node.process_cpu_seconds(-1) is None
 
 
@@ -327,20 +330,27 @@ async def test_node_forward_rounds_through_our_node(tmp_path: Path) -> None:
     if sys.platform.startswith("linux"):
         assert ours.connector_cpu is not None and ours.connector_cpu > 0
         assert ours.connector_us_per_packet is not None
+        assert ours.capacity == pytest.approx(ours.phase.packets / ours.connector_cpu)
     assert result.js == []
     assert result.js_error is not None and str(tmp_path) in result.js_error
 
 
-def test_node_forward_row_without_harness(tmp_path: Path) -> None:
+def test_node_forward_rows_without_harness(tmp_path: Path) -> None:
     settings = Settings(repeat=1, interop=tmp_path)
     rows, _ = run(node.BENCHMARKS, settings, io.StringIO())
-    (row,) = rows
-    assert row.name == "node-forward" and row.unit == stream.PACKETS
-    assert not row.failed, row.notes
-    assert row.python is not None and row.python > 0
-    assert row.js is None and row.ratio is None
-    assert row.notes[0].startswith("ilp node: CPU")
-    assert "js n/a" in row.notes[1] and str(tmp_path) in row.notes[1]
+    assert [(r.name, r.unit) for r in rows] == [
+        ("node-forward", node.CAPACITY),
+        ("node-forward-wall", stream.PACKETS),
+    ]
+    capacity, wall = rows
+    for row in rows:
+        assert not row.failed, row.notes
+        assert row.python is not None and row.python > 0
+        assert row.js is None and row.ratio is None
+        assert any(n.startswith("ilp node: CPU") for n in row.notes)
+        assert any("js n/a" in n and str(tmp_path) in n for n in row.notes)
+    # Both rows come from the same payments, measured once.
+    assert capacity.notes[0] == f"end to end {wall.python:,.0f}"
 
 
 def test_node_forward_both_sides(interop: Path) -> None:
@@ -348,8 +358,11 @@ def test_node_forward_both_sides(interop: Path) -> None:
         "--json", "--repeat", "1", "node-forward", env={"ILP_INTEROP_DIR": str(interop)}
     )
     assert proc.returncode == 0, proc.stderr
-    (row,) = json.loads(proc.stdout)
-    assert row["name"] == "node-forward" and row["unit"] == stream.PACKETS
-    assert row["python"] > 0 and row["js"] > 0, row["note"]
-    assert row["ratio"] == pytest.approx(row["python"] / row["js"], rel=1e-2)
-    assert "ilp node: CPU" in row["note"] and "connector.js: CPU" in row["note"]
+    capacity, wall = json.loads(proc.stdout)
+    assert (capacity["name"], capacity["unit"]) == ("node-forward", node.CAPACITY)
+    assert (wall["name"], wall["unit"]) == ("node-forward-wall", stream.PACKETS)
+    for row in (capacity, wall):
+        assert row["python"] > 0 and row["js"] > 0, row["note"]
+        assert row["ratio"] == pytest.approx(row["python"] / row["js"], rel=1e-2)
+        assert "ilp node: CPU" in row["note"] and "connector.js: CPU" in row["note"]
+    assert "node-forward-wall" in capacity["note"]

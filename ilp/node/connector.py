@@ -22,6 +22,11 @@ the account bound). For each Prepare it does, in this order:
    the store *before* the Fulfill goes back. A Reject releases the amount held and goes back as
    it came.
 
+:meth:`Connector.handle_nowait` does the same without a task per Prepare, when the next hop's
+link has ``send_nowait`` (BTP links): the reply is settled in the callback the link runs. While
+:meth:`Connector.run` runs, the balances of the packets settled in one scheduler pass are
+committed in one transaction before their Fulfills go back.
+
 Balances are the node's view of each account, in the account's base units: positive when the
 node owes the account, negative when the account owes the node. The node does no settlement:
 balances move only with packets and with adjustments made through the API.

@@ -464,19 +464,7 @@ def _decode_prepare_fast(data: bytes) -> Prepare | None:
     size = len(data)
     if size < 61:
         return None
-    first = data[1]
-    if first < 0x80:
-        pos, length = 2, first
-    elif first == 0x81:
-        pos, length = 3, data[2]
-        if length < 0x80:
-            return None
-    elif first == 0x82:
-        pos, length = 4, (data[2] << 8) | data[3]
-        if length < 0x100:
-            return None
-    else:
-        return None
+    length, pos = _short_length(data, 1, size)
     if pos + length != size:
         return None
     raw_expiry = data[pos + 8 : pos + 25]
@@ -485,25 +473,8 @@ def _decode_prepare_fast(data: bytes) -> Prepare | None:
     dest_len = data[pos + 57]
     if dest_len >= 0x80:
         return None
-    at = pos + 58 + dest_len
-    if at >= size:
-        return None
-    data_len = data[at]
-    at += 1
-    if data_len >= 0x80:
-        if data_len == 0x81 and at < size:
-            data_len = data[at]
-            at += 1
-            if data_len < 0x80:
-                return None
-        elif data_len == 0x82 and at + 1 < size:
-            data_len = (data[at] << 8) | data[at + 1]
-            at += 2
-            if data_len < 0x100 or data_len > MAX_DATA_SIZE:
-                return None
-        else:
-            return None
-    if at + data_len > size:
+    data_len, at = _short_length(data, pos + 58 + dest_len, size)
+    if data_len < 0 or data_len > MAX_DATA_SIZE or at + data_len > size:
         return None
     raw_destination = data[pos + 58 : pos + 58 + dest_len]
     destination = _recent_destinations.get(raw_destination)
@@ -531,44 +502,34 @@ def _decode_prepare_fast(data: bytes) -> Prepare | None:
     return p
 
 
+def _short_length(data: bytes, at: int, size: int) -> tuple[int, int]:
+    """A canonical length determinant of 1 to 3 bytes at ``at`` (below ``size``) and the
+    position after it; (-1, size) for anything else, which the checked path then explains."""
+    if at >= size:
+        return -1, size
+    first = data[at]
+    if first < 0x80:
+        return first, at + 1
+    if first == 0x81 and at + 1 < size:
+        n = data[at + 1]
+        return (n, at + 2) if n >= 0x80 else (-1, size)
+    if first == 0x82 and at + 2 < size:
+        n = (data[at + 1] << 8) | data[at + 2]
+        return (n, at + 3) if n >= 0x100 else (-1, size)
+    return -1, size
+
+
 def _decode_fulfill_fast(data: bytes) -> Fulfill | None:
     """The common case of a Fulfill in one pass (canonical lengths, nothing after the data);
     None sends anything else to :func:`_decode_packet_checked`."""
     size = len(data)
     if size < 35:
         return None
-    first = data[1]
-    if first < 0x80:
-        pos = 2
-    elif first == 0x81 and data[2] >= 0x80:
-        pos = 3
-    elif first == 0x82 and (data[2] << 8) | data[3] >= 0x100:
-        pos = 4
-    else:
+    length, pos = _short_length(data, 1, size)
+    if pos + length != size:
         return None
-    at = pos + 32
-    if at >= size:
-        return None
-    data_len = data[at]
-    at += 1
-    if data_len >= 0x80:
-        if data_len == 0x81 and at < size and data[at] >= 0x80:
-            data_len = data[at]
-            at += 1
-        elif data_len == 0x82 and at + 1 < size:
-            data_len = (data[at] << 8) | data[at + 1]
-            at += 2
-            if data_len < 0x100 or data_len > MAX_DATA_SIZE:
-                return None
-        else:
-            return None
-    if at + data_len != size:
-        return None
-    # The envelope's length must match too: the checked path says why when it does not.
-    envelope = size - pos
-    if (first < 0x80 and first != envelope) or (
-        first >= 0x80 and (data[2] if first == 0x81 else (data[2] << 8) | data[3]) != envelope
-    ):
+    data_len, at = _short_length(data, pos + 32, size)
+    if data_len < 0 or data_len > MAX_DATA_SIZE or at + data_len != size:
         return None
     f: Fulfill = _new(Fulfill)
     _set_fulfillment(f, data[pos : pos + 32])

@@ -174,21 +174,21 @@ class LaterHandler:
         return True
 
 
+async def send_into(results: list[Reply], client: BtpClient, p: Prepare) -> None:
+    results.append(await client.send(p))
+
+
 async def test_handle_nowait_answers_later_from_another_task() -> None:
     handler = LaterHandler()
     server = Server(handler)
+    results: list[Reply] = []
     with trio.fail_after(LIMIT):
         async with (
             server.running(),
             open_btp_client(server.url()) as client,
             trio.open_nursery() as nursery,
         ):
-            results: list[Reply] = []
-
-            async def send() -> None:
-                results.append(await client.send(prepare(data=b"x")))
-
-            nursery.start_soon(send)
+            nursery.start_soon(send_into, results, client, prepare(data=b"x"))
             await handler.arrived.wait()
             p, respond = handler.pending.pop()
             respond(Fulfill(FULFILLMENT, p.data + b" later"))
@@ -223,13 +223,9 @@ async def test_handle_nowait_answering_a_non_packet_is_t00() -> None:
     server = Server(handler)
     with trio.fail_after(LIMIT):
         async with server.running(), open_btp_client(server.url()) as client:
+            results: list[Reply] = []
             async with trio.open_nursery() as nursery:
-                results: list[Reply] = []
-
-                async def send() -> None:
-                    results.append(await client.send(prepare()))
-
-                nursery.start_soon(send)
+                nursery.start_soon(send_into, results, client, prepare())
                 await handler.arrived.wait()
                 _, respond = handler.pending.pop()
                 respond("not a packet")  # type: ignore[arg-type]
@@ -239,19 +235,15 @@ async def test_handle_nowait_answering_a_non_packet_is_t00() -> None:
 async def test_prepares_held_by_handle_nowait_count_against_the_limit() -> None:
     handler = LaterHandler()
     server = Server(handler, max_concurrent_prepares=2)
+    results: list[Reply] = []
     with trio.fail_after(LIMIT):
         async with (
             server.running(),
             open_btp_client(server.url()) as client,
             trio.open_nursery() as nursery,
         ):
-            results: list[Reply] = []
-
-            async def send() -> None:
-                results.append(await client.send(prepare()))
-
-            nursery.start_soon(send)
-            nursery.start_soon(send)
+            for _ in range(2):
+                nursery.start_soon(send_into, results, client, prepare())
             while len(handler.pending) < 2:
                 await trio.sleep(0.01)
             assert code_of(await client.send(prepare())) == "T03"

@@ -37,7 +37,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -455,7 +454,7 @@ class Connector:
 
     async def _handle(self, source: Account, prepare: Prepare) -> Reply:
         hop = self._route(source, prepare)
-        if hop is None or type(hop) is not _Forward:
+        if type(hop) is not _Forward:
             assert isinstance(hop, Fulfill | Reject)
             return hop
         amount = hop.amount
@@ -467,10 +466,9 @@ class Connector:
                 reply = await send(hop.forwarded)
             else:
                 deadline = trio.current_time() + (hop.expires_at - hop.now).total_seconds()
-                with trio.move_on_at(deadline):
+                with trio.move_on_at(deadline) as scope:
                     reply = await send(hop.forwarded)
-                    deadline = math.inf
-                if deadline != math.inf:
+                if scope.cancelled_caught:
                     return self._reject(
                         _R00,
                         f"no reply from {hop.target.name} before {hop.expires_at.isoformat()}",

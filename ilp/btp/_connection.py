@@ -338,6 +338,9 @@ class BtpConnection:
         self._idle: list[trio.lowlevel.Task] = []  # workers waiting for a job
         self._handling = 0  # Prepares taken and not answered yet
         self._waking = 0  # workers woken or started that have not looked at the queue yet
+        # A handler's handle_nowait is running in the reader: its answer goes to the writer,
+        # which sends all the answers to the Prepares of one read in one write.
+        self._inline = False
         self._nursery: trio.Nursery | None = None
         # Expiries: (trio deadline, sequence number, waiter or job); finished ones leave lazily.
         self._expiries: list[tuple[float, int, _Waiter | _Job]] = []
@@ -566,12 +569,15 @@ class BtpConnection:
         handle_nowait = getattr(self.handler, "handle_nowait", None)
         if handle_nowait is not None:
             answer = _Answer(self, event.request_id)
+            self._inline = True
             try:
                 taken = handle_nowait(event.prepare, answer)
             except Exception:
                 _log.exception("BTP %s: the Prepare handler raised", self.label)
                 answer(_internal_error(self.session.address))
                 return
+            finally:
+                self._inline = False
             if taken or answer.done:
                 return
         job = _Job(event.request_id, event.prepare)
@@ -643,7 +649,8 @@ class BtpConnection:
         """Send the reply to the peer's Prepare ``request_id`` (if the session is still open)."""
         self._handling -= 1
         if self.session.is_open:
-            self._send(self.session.send_reply(request_id, reply), direct=not self._handling)
+            direct = not (self._handling or self._inline)
+            self._send(self.session.send_reply(request_id, reply), direct=direct)
 
     def _expired_in_handler(self) -> Reject:
         return local_reject(

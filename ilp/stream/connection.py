@@ -237,6 +237,8 @@ class Connection:
 
     async def handle_prepare(self, prepare: Prepare) -> Reply:
         """Answer a Prepare the peer sent to this connection (a PrepareHandler)."""
+        if self._should_fulfill is None:
+            return self._handle_prepare_now(prepare)  # nothing to await
         core = self._core
         result = core.handle_prepare(prepare, trio.current_time())
         if isinstance(result, IncomingMoney):
@@ -245,6 +247,17 @@ class Connection:
             reply = result
         self._notify()
         return reply
+
+    def _handle_prepare_now(self, prepare: Prepare) -> Reply:
+        """:meth:`handle_prepare` for a connection without a ``should_fulfill`` hook, which
+        answers without awaiting anything: money is fulfilled at once."""
+        core = self._core
+        now = trio.current_time()
+        result = core.handle_prepare(prepare, now)
+        if isinstance(result, IncomingMoney):
+            result = core.fulfill(result, now)
+        self._notify()
+        return result
 
     async def _settle(self, incoming: IncomingMoney) -> Reply:
         core = self._core

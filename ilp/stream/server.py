@@ -38,7 +38,7 @@ import trio
 
 from ..address import validate_address
 from ..errors import DecodeError, EncodeError
-from ..link import IlpLink, Reply
+from ..link import IlpLink, Reply, ReplyCallback
 from ..oer import MAX_UINT64
 from ..packet import ErrorCode as IlpErrorCode
 from ..packet import PacketType, Prepare, Reject
@@ -167,26 +167,64 @@ class StreamServer:
 
     async def __call__(self, prepare: Prepare) -> Reply:
         """Answer a Prepare for one of our connections."""
+        if self._should_fulfill is None:
+            return self._answer_now(prepare)  # nothing to await: see handle_nowait
+        found = self._find(prepare)
+        if isinstance(found, Reject):
+            return found
+        conn, segment = found
+        reply = await conn.handle_prepare(prepare)
+        if segment is not None:
+            self._after_first_packet(segment, conn)
+        return reply
+
+    def handle_nowait(self, prepare: Prepare, respond: ReplyCallback) -> bool:
+        """Answer a Prepare without a task of its own (see :data:`~ilp.link.PrepareHandler`).
+
+        A server without a ``should_fulfill`` hook never needs to wait: it calls ``respond``
+        at once with the reply :meth:`__call__` would give, and returns True. With a hook it
+        returns False, having done nothing, and the Prepare goes to :meth:`__call__`.
+        """
+        if self._should_fulfill is not None:
+            return False
+        respond(self._answer_now(prepare))
+        return True
+
+    def _answer_now(self, prepare: Prepare) -> Reply:
+        found = self._find(prepare)
+        if isinstance(found, Reject):
+            return found
+        conn, segment = found
+        reply = conn._handle_prepare_now(prepare)
+        if segment is not None:
+            self._after_first_packet(segment, conn)
+        return reply
+
+    def _find(self, prepare: Prepare) -> tuple[Connection, str | None] | Reject:
+        """The connection a Prepare is for, with its token segment if it was made just now
+        (None if it existed); or the Reject that answers the Prepare."""
         destination = prepare.destination
         if not destination.startswith(self._prefix):
             return Reject(_F02, self.address, "")
         segment = destination[len(self._prefix) :].partition(".")[0]
         conn = self._connections.get(segment)
-        if conn is None:
-            made = self._accept(segment, prepare)
-            if isinstance(made, Reject):
-                return made
-            conn = made
-            reply = await conn.handle_prepare(prepare)
-            if conn.core.packets_received == 0 and not conn.closed:
-                # Nothing decrypted: not a connection after all.
-                self._forget(segment, conn)
-            elif self._announcing and conn.core.packets_received and not conn._announced:
-                conn._announced = True
-                self._queue.append(conn)
-                self._wake_queue()
-            return reply
-        return await conn.handle_prepare(prepare)
+        if conn is not None:
+            return conn, None
+        made = self._accept(segment, prepare)
+        if isinstance(made, Reject):
+            return made
+        return made, segment
+
+    def _after_first_packet(self, segment: str, conn: Connection) -> None:
+        """After a new connection's first Prepare: forget it if nothing decrypted, else hand it
+        to the application."""
+        if conn.core.packets_received == 0 and not conn.closed:
+            # Nothing decrypted: not a connection after all.
+            self._forget(segment, conn)
+        elif self._announcing and conn.core.packets_received and not conn._announced:
+            conn._announced = True
+            self._queue.append(conn)
+            self._wake_queue()
 
     def _accept(self, segment: str, prepare: Prepare) -> Connection | Reject:
         try:

@@ -25,7 +25,11 @@ from ilp.stream.receipt import verify_receipt
 from ilp.stream.server import StreamServer
 from ilp.testing import FakeConnector, MemoryLink, memory_link_pair
 
+from .nowait import mount
+
 SERVER_SECRET = b"\x11" * 32
+
+pytestmark = pytest.mark.usefixtures("receiver_path")
 
 
 class RateLink:
@@ -84,7 +88,7 @@ async def connected(
     router = ConnectionRouter()
     client_link, server_link = memory_link_pair(router, None)
     srv = StreamServer(SERVER_SECRET, "test.bob", "USD", 2, link=server_link, **(server or {}))
-    server_link.handler = srv
+    server_link.handler = mount(srv)
     async with srv:
         incoming = srv.connections()
         destination, secret = srv.generate_credentials(**(credentials or {}))
@@ -277,7 +281,7 @@ async def test_f08_splits_money_into_packets(autojump_clock: trio.testing.MockCl
     router = ConnectionRouter()
     client_end = connector.add_child("alice", router)
     server = StreamServer(SERVER_SECRET, "test.connector.bob", "XRP", 9, link=server_end)
-    server_end.handler = server
+    server_end.handler = mount(server)
     with trio.fail_after(60):
         async with server:
             destination, secret = server.generate_credentials()
@@ -338,7 +342,7 @@ async def test_wrong_secret_cannot_connect() -> None:
     router = ConnectionRouter()
     client_link, server_link = memory_link_pair(router, None)
     server = StreamServer(SERVER_SECRET, "test.bob", "USD", 2, link=server_link)
-    server_link.handler = server
+    server_link.handler = mount(server)
     destination, _ = server.generate_credentials()
     with trio.fail_after(10):
         with pytest.raises(StreamError, match="F06"):
@@ -423,7 +427,7 @@ async def test_two_connections_share_one_link_through_a_router() -> None:
     router = ConnectionRouter()
     client_link, server_link = memory_link_pair(router, None)
     server = StreamServer(SERVER_SECRET, "test.bob", "USD", 2, link=server_link)
-    server_link.handler = server
+    server_link.handler = mount(server)
     with trio.fail_after(10):
         async with server:
             incoming = server.connections()

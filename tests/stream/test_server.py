@@ -12,17 +12,26 @@ import pytest
 import trio
 import trio.testing
 
+from ilp.btp import open_btp_client
 from ilp.errors import EncodeError
-from ilp.packet import Fulfill, PacketType, Prepare, Reject
+from ilp.link import Reply, ReplyCallback
+from ilp.packet import ErrorCode, Fulfill, PacketType, Prepare, Reject
 from ilp.stream.connection import Connection, DataStream
 from ilp.stream.core import ConnectionCore
 from ilp.stream.crypto import StreamCrypto
 from ilp.stream.packet import ConnectionClose, StreamClose, StreamMoney, StreamPacket
 from ilp.stream.packet import ErrorCode as StreamErrorCode
+from ilp.stream.pay import PaymentStatus, pay
 from ilp.stream.server import StreamServer
+
+from ..btp.test_client_server import LIMIT
+from ..btp.test_client_server import Server as BtpServer
+from .nowait import call, mount
 
 SECRET = b"\x22" * 32
 ADDRESS = "test.bob"
+
+pytestmark = pytest.mark.usefixtures("receiver_path")
 
 
 def make_server(**kw: object) -> StreamServer:
@@ -56,7 +65,7 @@ class Client:
             prepare = Prepare(
                 packet.amount, expiry(), packet.condition, self.destination, packet.data
             )
-            reply = await server(prepare)
+            reply = await call(server, prepare)
             self.core.handle_reply(packet.sequence, reply, trio.current_time())
             replies.append(reply)
         return replies
@@ -91,14 +100,14 @@ def test_credentials_are_fresh_and_addressed_under_the_server() -> None:
 async def test_prepares_outside_our_address_or_undecryptable_are_refused() -> None:
     server = make_server()
     destination, secret = server.generate_credentials()
-    elsewhere = await server(raw_prepare("test.carol.x", secret))
+    elsewhere = await call(server, raw_prepare("test.carol.x", secret))
     assert isinstance(elsewhere, Reject) and elsewhere.code == "F02"
-    forged = await server(raw_prepare(ADDRESS + ".bm90YXRva2Vu", secret))
+    forged = await call(server, raw_prepare(ADDRESS + ".bm90YXRva2Vu", secret))
     assert isinstance(forged, Reject) and (forged.code, forged.message) == ("F06", "")
-    wrong_key = await server(raw_prepare(destination, b"\x00" * 32))
+    wrong_key = await call(server, raw_prepare(destination, b"\x00" * 32))
     assert isinstance(wrong_key, Reject) and (wrong_key.code, wrong_key.message) == ("F06", "")
     assert server.live_connections == 0
-    ok = await server(raw_prepare(destination + ".extra.segments", secret))
+    ok = await call(server, raw_prepare(destination + ".extra.segments", secret))
     assert isinstance(ok, Fulfill)
     assert server.live_connections == 1
 
@@ -126,11 +135,11 @@ async def test_backlog_full_refuses_new_connections_with_t00() -> None:
     server = make_server(backlog=2)
     incoming = server.connections()
     for _ in range(2):
-        assert isinstance(await server(raw_prepare(*server.generate_credentials())), Fulfill)
-    busy = await server(raw_prepare(*server.generate_credentials()))
+        assert isinstance(await call(server, raw_prepare(*server.generate_credentials())), Fulfill)
+    busy = await call(server, raw_prepare(*server.generate_credentials()))
     assert isinstance(busy, Reject) and busy.code == "T00"
     await incoming.__anext__()
-    assert isinstance(await server(raw_prepare(*server.generate_credentials())), Fulfill)
+    assert isinstance(await call(server, raw_prepare(*server.generate_credentials())), Fulfill)
 
 
 async def test_hook_only_server_takes_money_without_a_queue() -> None:
@@ -145,7 +154,7 @@ async def test_hook_only_server_takes_money_without_a_queue() -> None:
         server.connections()
     for amount in (50, 500):
         destination, secret = server.generate_credentials()
-        reply = await server(raw_prepare(destination, secret, (StreamMoney(1, 1),), amount))
+        reply = await call(server, raw_prepare(destination, secret, (StreamMoney(1, 1),), amount))
         assert isinstance(reply, Fulfill if amount <= 100 else Reject)
     assert decisions == [50, 500]
 
@@ -158,7 +167,7 @@ async def test_late_packets_of_a_closed_connection_get_connection_close() -> Non
     client.core.close()
     await client.flush(server)
     assert server.live_connections == 0
-    late = await server(raw_prepare(destination, secret, (StreamMoney(1, 1),), 5))
+    late = await call(server, raw_prepare(destination, secret, (StreamMoney(1, 1),), 5))
     assert isinstance(late, Reject) and late.code == "F99"
     reply = StreamCrypto(secret).decrypt_packet(late.data)
     assert reply.sequence == 1 and reply.prepare_amount == 5
@@ -267,8 +276,94 @@ async def test_concurrent_prepares_each_ask_the_hook() -> None:
     prepare = raw_prepare(destination, secret, (StreamMoney(1, 1),), 40)
     async with trio.open_nursery() as nursery:
         for _ in range(3):
-            nursery.start_soon(server, prepare)
+            nursery.start_soon(mount(server), prepare)
     assert seen == [40, 40, 40]
     (conn,) = server._connections.values()
     assert conn.total_received == 120
     assert conn.core.stream(1).incoming_held == 0
+
+
+# --------------------------------------------------------------------------------------------
+# handle_nowait: the way BTP connections call the server
+
+
+async def test_handle_nowait_answers_at_once_as_the_awaited_handler_does() -> None:
+    server = make_server()
+    incoming = server.connections()
+    destination, secret = server.generate_credentials()
+    replies: list[Fulfill | Reject] = []
+    assert server.handle_nowait(raw_prepare("test.carol.x", secret), replies.append)
+    assert server.handle_nowait(raw_prepare(destination, b"\x00" * 32), replies.append)
+    assert server.live_connections == 0  # nothing decrypted: forgotten again
+    assert server.handle_nowait(raw_prepare(destination, secret), replies.append)
+    elsewhere, wrong_key, first = replies
+    assert isinstance(elsewhere, Reject) and elsewhere.code == "F02"
+    assert isinstance(wrong_key, Reject) and wrong_key.code == "F06"
+    assert isinstance(first, Fulfill)
+    conn = await incoming.__anext__()  # announced, as by the awaited handler
+    money = raw_prepare(destination, secret, (StreamMoney(1, 1),), 70)
+    assert server.handle_nowait(money, replies.append)
+    assert isinstance(replies[-1], Fulfill) and len(replies) == 4
+    assert conn.total_received == 70 and conn.core.stream(1).incoming_held == 0
+    reply = StreamCrypto(secret).decrypt_packet(replies[-1].data)
+    assert reply.ilp_packet_type == PacketType.FULFILL and reply.prepare_amount == 70
+
+
+async def test_handle_nowait_declines_with_a_should_fulfill_hook() -> None:
+    async def always(conn: Connection, stream: DataStream, amount: int) -> bool:
+        return True
+
+    server = make_server(should_fulfill=always)
+    destination, secret = server.generate_credentials()
+    replies: list[Fulfill | Reject] = []
+    for prepare in (
+        raw_prepare(destination, secret, (StreamMoney(1, 1),), 5),
+        raw_prepare("test.carol.x", secret),
+    ):
+        assert not server.handle_nowait(prepare, replies.append)
+    assert replies == [] and server.live_connections == 0 and server.connections_opened == 0
+    assert isinstance(
+        await server(raw_prepare(destination, secret, (StreamMoney(1, 1),), 5)), Fulfill
+    )
+
+
+class _CountingServer(StreamServer):
+    """A StreamServer that counts the Prepares it answered each way."""
+
+    taken = 0
+    awaited = 0
+
+    def handle_nowait(self, prepare: Prepare, respond: ReplyCallback) -> bool:
+        taken = super().handle_nowait(prepare, respond)
+        self.taken += taken
+        return taken
+
+    async def __call__(self, prepare: Prepare) -> Reply:
+        self.awaited += 1
+        return await super().__call__(prepare)
+
+
+@pytest.mark.parametrize("hook", [False, True])
+async def test_a_btp_client_hands_prepares_to_handle_nowait(hook: bool) -> None:
+    async def always(conn: Connection, stream: DataStream, amount: int) -> bool:
+        return True
+
+    async def nothing(prepare: Prepare) -> Reply:
+        return Reject(ErrorCode("F02"), "test.server", "")
+
+    receiver = _CountingServer(
+        SECRET, "test.server.bob", "XRP", 9, backlog=0, should_fulfill=always if hook else None
+    )
+    btp = BtpServer(nothing)
+    with trio.fail_after(LIMIT):
+        async with btp.running(), receiver, open_btp_client(btp.url(), handler=receiver):
+            sender = await btp.accepted.receive()
+            destination, secret = receiver.generate_credentials()
+            result = await pay(sender, destination, secret, source_amount=1000)
+    assert result.status is PaymentStatus.COMPLETE and result.amount_delivered == 1000
+    packets = result.packets_fulfilled
+    assert packets >= 1
+    if hook:
+        assert receiver.taken == 0 and receiver.awaited >= packets
+    else:
+        assert receiver.taken >= packets and receiver.awaited == 0

@@ -71,6 +71,9 @@ def encode_var_uint(n: int) -> bytes:
     if n < 256:
         return _SMALL_VAR_UINTS[n]
     size = (n.bit_length() + 7) // 8
+    if size < 128:
+        # The one-byte length in front, in the same to_bytes call.
+        return ((size << (size << 3)) | n).to_bytes(size + 1, "big")
     return encode_length(size) + n.to_bytes(size, "big")
 
 

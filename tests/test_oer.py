@@ -14,6 +14,12 @@ from ilp.errors import DecodeError, EncodeError
 from tests.strategies import timestamps
 
 
+@given(st.integers(min_value=0, max_value=2**1100))
+def test_var_uint_is_a_length_then_the_minimal_big_endian_bytes(n: int) -> None:
+    size = max(1, (n.bit_length() + 7) // 8)
+    assert oer.encode_var_uint(n) == oer.encode_length(size) + n.to_bytes(size, "big")
+
+
 @given(st.integers(min_value=0, max_value=2**64 - 1))
 def test_var_uint_round_trip(n: int) -> None:
     raw = oer.encode_var_uint(n)

@@ -118,7 +118,14 @@ _PACKET_SLACK: Final = 16
 # under 100 bytes (our own short messages, receipts of 58 bytes), 200 of them under 32739.
 _FIT_WITHOUT_CHECK: Final = 200
 
-_RECEIVE_TOLERANCE: Final = Fraction(101, 100)
+# A stream receives up to its receive_max plus 1 % (_TOLERANCE_NUM / _TOLERANCE_DEN).
+_TOLERANCE_NUM: Final = 101
+_TOLERANCE_DEN: Final = 100
+
+# Frames naming a stream that may open it, and those of them a closed stream refuses.
+# (Tuples: an ``A | B`` union in isinstance is built anew on every call.)
+_STREAM_ID_FRAMES: Final = (StreamMoney, StreamData, StreamMaxMoney, StreamMaxData)
+_MONEY_OR_DATA: Final = (StreamMoney, StreamData)
 
 _F06: Final = IlpErrorCode("F06")
 _F99: Final = IlpErrorCode("F99")
@@ -1058,12 +1065,12 @@ class ConnectionCore:
         """Open streams the peer starts; True if the packet must be refused (closed stream)."""
         refused = False
         for frame in frames:
-            if not isinstance(frame, StreamMoney | StreamData | StreamMaxMoney | StreamMaxData):
+            if not isinstance(frame, _STREAM_ID_FRAMES):
                 continue
             sid = frame.stream_id
             st = self.streams.get(sid)
             if st is not None:
-                if st.read_closed and isinstance(frame, StreamMoney | StreamData):
+                if st.read_closed and isinstance(frame, _MONEY_OR_DATA):
                     refused |= self._refuse_closed(sid, reply)
                 continue
             if self._is_remote_id(sid):
@@ -1076,7 +1083,7 @@ class ConnectionCore:
                     )
                     return True
                 if self._remote_opened(sid):
-                    if isinstance(frame, StreamMoney | StreamData):
+                    if isinstance(frame, _MONEY_OR_DATA):
                         refused |= self._refuse_closed(sid, reply)
                     continue
                 if sid > self.max_stream_id:
@@ -1095,7 +1102,7 @@ class ConnectionCore:
                     # Past 75 % of the limit: remind the peer of it (as ilp-protocol-stream does).
                     self._pending_control.append(ConnectionMaxStreamId(self.max_stream_id))
             elif sid < self._next_local_id:
-                if isinstance(frame, StreamMoney | StreamData):
+                if isinstance(frame, _MONEY_OR_DATA):
                     refused |= self._refuse_closed(sid, reply)
             else:
                 parity = "even" if self.is_server else "odd"
@@ -1270,12 +1277,20 @@ class ConnectionCore:
             return None
         if self.total_received + self._incoming_held + amount > MAX_UINT64:
             return None
-        amounts = split_amount(amount, ((f.stream_id, f.shares) for f in money))
-        if sum(f.shares for f in money) == 0:
-            return None
-        remainder = amount - sum(amounts.values())
+        if len(money) == 1:  # the usual packet: one stream takes it all
+            only = money[0]
+            if only.shares == 0:
+                return None
+            amounts = {only.stream_id: amount}
+            remainder = 0
+        else:
+            amounts = split_amount(amount, ((f.stream_id, f.shares) for f in money))
+            if sum(f.shares for f in money) == 0:
+                return None
+            remainder = amount - sum(amounts.values())
+        streams = self.streams
         for sid in amounts:
-            st = self.streams.get(sid)
+            st = streams.get(sid)
             if st is None or st.read_closed:
                 self._refuse_closed(sid, reply)
                 return None
@@ -1283,18 +1298,19 @@ class ConnectionCore:
             ids = sorted(amounts)
             target = ids[0]
             for sid in ids:
-                if self.streams[sid].can_receive() >= amounts[sid] + remainder:
+                if streams[sid].can_receive() >= amounts[sid] + remainder:
                     target = sid
                     break
             amounts[target] += remainder
         ok = True
         for sid, part in amounts.items():
-            st = self.streams[sid]
-            allowed = st.can_receive()
+            st = streams[sid]
+            held = st.incoming_held
+            allowed = max(0, st.receive_max - st.total_received - held)  # st.can_receive()
             if allowed < MAX_UINT64:
+                # ceil(room × 101/100) - held, at least 0: the 1 % tolerance, in integers.
                 room = st.receive_max - st.total_received
-                tolerant = room * _RECEIVE_TOLERANCE
-                allowed = max(0, -(-tolerant.numerator // tolerant.denominator) - st.incoming_held)
+                allowed = max(0, -(-room * _TOLERANCE_NUM // _TOLERANCE_DEN) - held)
             if part > allowed:
                 ok = False
                 reply.append(StreamMaxMoney(sid, st.receive_max, st.total_received))

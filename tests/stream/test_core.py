@@ -255,6 +255,30 @@ def test_receive_max_allows_one_percent_more_then_refuses() -> None:
     assert StreamMaxMoney(1, 100, 101) in reply_of(reply).frames
 
 
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    receive_max=st.integers(min_value=1, max_value=MAX_UINT64 // 2),
+    received_share=st.fractions(min_value=0, max_value=1),
+    extra=st.integers(min_value=-3, max_value=3),
+)
+def test_receive_max_tolerance_is_exactly_one_percent_rounded_up(
+    receive_max: int, received_share: Fraction, extra: int
+) -> None:
+    _, server = connected()
+    answer(server, prepare_for((StreamMaxData(1, 100),)))
+    server.set_receive_max(1, receive_max)
+    received = int(receive_max * received_share)
+    if received:
+        first = answer(server, prepare_for((StreamMoney(1, 1),), amount=received, sequence=2))
+        assert isinstance(first, Fulfill)
+    room = receive_max - received
+    tolerant = Fraction(room) * Fraction(101, 100)  # the rule, with exact fractions
+    limit = -(-tolerant.numerator // tolerant.denominator)
+    amount = max(1, limit + extra)
+    reply = answer(server, prepare_for((StreamMoney(1, 1),), amount=amount, sequence=3))
+    assert isinstance(reply, Fulfill) == (amount <= limit)
+
+
 def test_receive_max_only_grows_once_advertised() -> None:
     _, server = connected()
     answer(server, prepare_for((StreamMaxData(1, 100),)))

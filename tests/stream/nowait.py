@@ -44,7 +44,7 @@ class NowaitCaller:
 
 def mount(handler: Any) -> PrepareHandler:
     """``handler`` as the fixture's path calls it: itself, or through ``handle_nowait``."""
-    return NowaitCaller(handler) if PATH.nowait else handler  # type: ignore[no-any-return]
+    return NowaitCaller(handler) if PATH.nowait else handler
 
 
 async def call(handler: Any, prepare: Prepare) -> Reply:

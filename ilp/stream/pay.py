@@ -33,9 +33,11 @@ from __future__ import annotations
 import contextvars
 import math
 import os
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from fractions import Fraction
+from hashlib import sha256 as _sha256
 
 import trio
 
@@ -97,6 +99,10 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
 def _link_failed(exc: Exception) -> str:
     return f"the link failed: {type(exc).__name__}: {exc}"
 
@@ -132,6 +138,9 @@ class _Sender:
         self._core = core
         self._expiry = packet_expiry
         self._expiry_delta = timedelta(seconds=packet_expiry)
+        self._expiry_us = self._expiry_delta // _MICROSECOND
+        self._expiry_ms = -1
+        self._expiry_at = _EPOCH
         self._clock = clock
         self._on_progress = on_progress
         # on_progress runs where a reply arrives (maybe a task of the link's): give it the
@@ -158,20 +167,34 @@ class _Sender:
     def _prepare(self, request: PacketRequest) -> tuple[Prepare, bytes | None]:
         crypto = self._crypto
         data = crypto.encrypt_packet(request.packet)
+        fulfillment: bytes | None = None
         if request.fulfillable:
-            fulfillment: bytes | None = crypto.fulfillment(data)
-            condition = crypto.condition(data)
+            fulfillment = secret = crypto.fulfillment(data)
+            condition = _sha256(secret).digest()  # crypto.condition(data), one HMAC less
         else:
-            fulfillment = None
             condition = os.urandom(32)
         prepare = Prepare(
             request.source_amount,
-            self._clock() + self._expiry_delta,
+            self._expires_at(),
             condition,
             self._destination,
             data,
         )
         return prepare, fulfillment
+
+    def _expires_at(self) -> datetime:
+        """Now plus ``packet_expiry``, to the millisecond (what the wire carries).
+
+        With the default clock, from :func:`time.time_ns` and one datetime per millisecond:
+        Prepares sent in the same millisecond share it, and the Prepare need not round it.
+        """
+        if self._clock is not _utc_now:
+            return self._clock() + self._expiry_delta
+        ms = (time.time_ns() // 1000 + self._expiry_us) // 1000
+        if ms != self._expiry_ms:
+            self._expiry_ms = ms
+            self._expiry_at = _EPOCH + timedelta(milliseconds=ms)
+        return self._expiry_at
 
     def _read_reply(self, reply: Fulfill | Reject) -> StreamPacket | None:
         data = reply.data

@@ -51,7 +51,7 @@ import trio
 
 from ilp.btp import open_btp_client
 from ilp.ildcp import fetch_config
-from ilp.link import IlpLink, Reply
+from ilp.link import IlpLink, Reply, ReplyCallback
 from ilp.packet import Fulfill, Prepare
 from ilp.stream.connection import Connection, DataStream
 from ilp.stream.crypto import StreamCrypto
@@ -114,6 +114,13 @@ class TimingLink:
         self._link = link
         self.records: list[tuple[float, float, Prepare, Reply]] = []
         """(sent, replied, prepare, reply) per answered Prepare, ``time.perf_counter`` seconds."""
+        # Offer send_nowait only over a link that has it, as pay() takes whichever path the
+        # link offers.
+        nowait = getattr(link, "send_nowait", None)
+        if callable(nowait):
+            self._nowait: Callable[[Prepare, ReplyCallback], bool] = nowait
+            self.send_nowait = self._send_nowait
+            self.bounds_expiry = getattr(link, "bounds_expiry", False)
 
     async def send(self, prepare: Prepare) -> Reply:
         """Send through the wrapped link, recording the times."""
@@ -121,6 +128,17 @@ class TimingLink:
         reply = await self._link.send(prepare)
         self.records.append((sent, time.perf_counter(), prepare, reply))
         return reply
+
+    def _send_nowait(self, prepare: Prepare, on_reply: ReplyCallback) -> bool:
+        """``send_nowait`` through the wrapped link, recording the same times as :meth:`send`."""
+        sent = time.perf_counter()
+        records = self.records
+
+        def record(reply: Reply) -> None:
+            records.append((sent, time.perf_counter(), prepare, reply))
+            on_reply(reply)
+
+        return self._nowait(prepare, record)
 
     def money_phase(self, shared_secret: bytes) -> tuple[int, float]:
         """(money packets fulfilled, seconds from the first money Prepare sent to the last one

@@ -318,37 +318,53 @@ class _Rate:
 
     Connectors floor, so a reply saying ``d`` of ``s`` arrived means ``d/s <= rate < (d+1)/s``.
     A sample outside the bounds means the rate moved: the bounds restart from it.
+
+    The bounds are also kept as integer numerators and denominators (and ``most``, the largest
+    amount that converts to at most 2^64 - 1 at ``high``), so that the per-packet arithmetic
+    builds no Fraction.
     """
 
-    __slots__ = ("high", "known", "low")
+    __slots__ = ("high", "high_den", "high_num", "known", "low", "low_den", "low_num", "most")
 
     def __init__(self) -> None:
         self.known = False
-        self.low = Fraction(0)
-        self.high = Fraction(_U64)
+        self._set_low(Fraction(0))
+        self._set_high(Fraction(_U64))
+
+    def _set_low(self, low: Fraction) -> None:
+        self.low = low
+        self.low_num = low.numerator
+        self.low_den = low.denominator
+
+    def _set_high(self, high: Fraction) -> None:
+        # high > 0 always: it starts at 2^64 - 1 and samples give (arrived + 1) / sent.
+        self.high = high
+        self.high_num = num = high.numerator
+        self.high_den = den = high.denominator
+        self.most = (_U64 + 1) * den // num  # floor((2^64) / high)
 
     def update(self, sent: int, arrived: int) -> None:
         if sent <= 0:
             return
-        low = self.low
-        high = self.high
         # Fast path: most replies repeat a sample already taken (same lower bound, no narrower
         # upper bound); skip building Fractions for them.
         if (
             self.known
-            and arrived * low.denominator == sent * low.numerator
-            and (arrived + 1) * high.denominator >= sent * high.numerator
+            and arrived * self.low_den == sent * self.low_num
+            and (arrived + 1) * self.high_den >= sent * self.high_num
         ):
             return
         lo = Fraction(arrived, sent)
         hi = Fraction(arrived + 1, sent)
-        if not self.known or hi <= low or lo >= high:
-            self.known, self.low, self.high = True, lo, hi
+        if not self.known or hi <= self.low or lo >= self.high:
+            self.known = True
+            self._set_low(lo)
+            self._set_high(hi)
             return
-        if lo > low:
-            self.low = lo
-        if hi < high:
-            self.high = hi
+        if lo > self.low:
+            self._set_low(lo)
+        if hi < self.high:
+            self._set_high(hi)
 
 
 class _Phase(enum.Enum):
@@ -447,6 +463,9 @@ class PaymentCore:
         self._rate = _Rate()
         self._max_packet = _MaxPacket()
         self._min_rate: Fraction | None = None
+        self._min_num = 0
+        self._min_den = 1
+        """``_min_rate`` as integers, for the per-packet arithmetic."""
         self._max_source = 0
 
         # probing
@@ -608,25 +627,25 @@ class PaymentCore:
         available = self._max_source - self._amount_sent - self._source_in_flight
         if available <= 0:
             return None
+        # Exact integer arithmetic on the bounds' numerators and denominators (see _Rate):
+        # the same floors and ceilings as with Fractions, without building any.
         rate = self._rate
-        low = rate.low
-        min_rate = self._min_rate
-        assert min_rate is not None
+        low_num = rate.low_num
+        low_den = rate.low_den
         # No packet may convert to more than 2^64 - 1 (ilp-connector would wrap it around).
-        most = _mul_floor(_U64 + 1, 1 / rate.high)
-        amount = min(available, self._max_packet.next_amount(), _U64, most)
+        amount = min(available, self._max_packet.next_amount(), _U64, rate.most)
         if self._fixed_delivery:
             assert self._delivery_amount is not None
             remaining = self._delivery_amount - self._amount_delivered - self._destination_in_flight
             if remaining <= 0:
                 return None
-            if low <= 0:
+            if low_num <= 0:
                 self._fail(
                     FailureKind.INSUFFICIENT_EXCHANGE_RATE,
                     "the exchange rate dropped to 0: nothing would arrive",
                 )
                 return None
-            needed = _mul_ceil(remaining, 1 / low)
+            needed = -(-remaining * low_den // low_num)  # ceil(remaining / low)
             completes = needed <= amount
             if completes:
                 amount = needed
@@ -639,7 +658,8 @@ class PaymentCore:
                 - max(self._remote_received, self._amount_delivered)
                 - self._destination_in_flight
             )
-            cap = _mul_floor(room + 1, 1 / rate.high) if room > 0 else 0
+            # floor((room + 1) / high)
+            cap = (room + 1) * rate.high_den // rate.high_num if room > 0 else 0
             if cap < amount:
                 amount, completes = cap, False
             if amount <= 0:
@@ -652,20 +672,21 @@ class PaymentCore:
                 return None
 
         correction = completes and not self._applied_correction
-        min_dest = _mul_ceil(amount - 1 if correction else amount, min_rate)
-        projected = min(_mul_floor(amount, low), _U64)
+        # ceil((amount or amount - 1) x min_rate)
+        min_dest = -(-(amount - 1 if correction else amount) * self._min_num // self._min_den)
+        projected = min(amount * low_num // low_den, _U64)  # floor(amount x low)
         if projected < min_dest:
             self._fail(
                 FailureKind.INSUFFICIENT_EXCHANGE_RATE,
-                f"at the probed rate {low} a packet of {amount} would deliver {projected},"
-                f" below its minimum of {min_dest} (minimum rate {min_rate})",
+                f"at the probed rate {rate.low} a packet of {amount} would deliver {projected},"
+                f" below its minimum of {min_dest} (minimum rate {self._min_rate})",
             )
             return None
-        high = min(_mul_ceil(amount, rate.high) - 1, _U64)
+        high = min(-(-amount * rate.high_num // rate.high_den) - 1, _U64)  # ceil(amount x high) - 1
         if high <= 0:
             self._fail(
                 FailureKind.INSUFFICIENT_EXCHANGE_RATE,
-                f"a packet of {amount} would deliver nothing at the probed rate {low}",
+                f"a packet of {amount} would deliver nothing at the probed rate {rate.low}",
             )
             return None
 
@@ -1059,6 +1080,8 @@ class PaymentCore:
             return
         min_rate = self._current_min_rate()
         self._min_rate = min_rate
+        self._min_num = min_rate.numerator
+        self._min_den = min_rate.denominator
         if self._fixed_delivery:
             assert self._delivery_amount is not None
             if min_rate <= 0:

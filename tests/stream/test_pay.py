@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from fractions import Fraction
+from typing import Concatenate, ParamSpec, TypeVar
 
 import pytest
 import trio
@@ -19,6 +20,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from ilp.errors import DecodeError
+from ilp.link import IlpLink, ReplyCallback
 from ilp.packet import AmountTooLargeData, ErrorCode, Fulfill, PacketType, Prepare, Reject
 from ilp.stream.crypto import StreamCrypto
 from ilp.stream.packet import (
@@ -40,16 +42,55 @@ from ilp.stream.pay import (
     PaymentSetupError,
     PaymentStatus,
     QuoteError,
-    pay,
-    quote,
 )
+from ilp.stream.pay import pay as pay_over
+from ilp.stream.pay import quote as quote_over
 from ilp.stream.receipt import Receipt
+
+from .nowait_link import nowait_link
 
 SECRET = bytes(range(32))
 RECEIVER = "test.receiver.conn"
 CONNECTOR = "test.connector"
 
 Reply = Fulfill | Reject
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+PATH = ["send"]
+"""How the tests' pay() and quote() reach the link (see the ``link_path`` fixture)."""
+
+
+@pytest.fixture(autouse=True, params=["send", "send_nowait", "send_nowait+at_once"])
+def link_path(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test runs three times: pay() awaiting ``send`` (a link without ``send_nowait``), or
+    over a link with ``send_nowait`` whose replies come from a task of the link's, or at once
+    from inside ``send_nowait`` when the path can answer without waiting (see ``nowait_link.py``)."""
+    PATH[0] = request.param
+    yield request.param
+    PATH[0] = "send"
+
+
+def _over_path(
+    function: Callable[Concatenate[IlpLink, P], Awaitable[T]],
+) -> Callable[Concatenate[IlpLink, P], Awaitable[T]]:
+    async def over_path(link: IlpLink, /, *args: P.args, **kwargs: P.kwargs) -> T:
+        if PATH[0] == "send":
+            return await function(link, *args, **kwargs)
+        error: Exception | None = None
+        async with nowait_link(link, at_once=PATH[0].endswith("at_once")) as wrapped:
+            try:
+                return await function(wrapped, *args, **kwargs)
+            except Exception as exc:  # raised below, not in the link's nursery's group
+                error = exc
+        raise error
+
+    return over_path
+
+
+pay = _over_path(pay_over)
+quote = _over_path(quote_over)
 
 
 @dataclass
@@ -78,6 +119,9 @@ class FakeReceiver:
         return self.crypto.encrypt_packet(StreamPacket(seq, kind, amount, tuple(frames)))
 
     async def handle(self, prepare: Prepare) -> Reply:
+        return self.handle_now(prepare)
+
+    def handle_now(self, prepare: Prepare) -> Reply:
         try:
             packet = self.crypto.decrypt_packet(prepare.data)
         except DecodeError:
@@ -162,6 +206,20 @@ class FakePath:
             self.fulfilled_amounts.append(prepare.amount)
         return reply
 
+    def answer_now(self, prepare: Prepare) -> Reply | None:
+        """As :meth:`send`, when the path answers without waiting (no latency, no hook)."""
+        if self.latency or self.hook is not None:
+            return None
+        prepare = Prepare.decode(prepare.encode())
+        self.prepares.append((trio.current_time(), prepare))
+        reply = self._forward_now(prepare)
+        if (
+            isinstance(reply, Fulfill)
+            and hashlib.sha256(reply.fulfillment).digest() == prepare.execution_condition
+        ):
+            self.fulfilled_amounts.append(prepare.amount)
+        return reply
+
     async def _forward(self, prepare: Prepare) -> Reply:
         if self.latency:
             await trio.sleep(self.latency / 2)
@@ -169,6 +227,12 @@ class FakePath:
             injected = await self.hook(prepare)
             if injected is not None:
                 return injected
+        reply = self._forward_now(prepare)
+        if self.latency:
+            await trio.sleep(self.latency / 2)
+        return reply
+
+    def _forward_now(self, prepare: Prepare) -> Reply:
         if self.max_packet is not None and prepare.amount > self.max_packet:
             data = AmountTooLargeData(prepare.amount, self.max_packet).encode()
             return Reject(ErrorCode("F08"), CONNECTOR, "too large", data if self.f08_data else b"")
@@ -185,10 +249,7 @@ class FakePath:
             prepare.destination,
             prepare.data,
         )
-        reply = await self.receiver.handle(forwarded)
-        if self.latency:
-            await trio.sleep(self.latency / 2)
-        return reply
+        return self.receiver.handle_now(forwarded)
 
     @property
     def money_sent(self) -> int:
@@ -600,12 +661,29 @@ async def test_deadline_before_any_money(autojump_clock: trio.testing.MockClock)
     assert p.receiver.total == 0
 
 
+async def test_cancelled_before_it_starts_sends_nothing(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    p = path()
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        result = await pay(p, RECEIVER, SECRET, source_amount=100)
+    assert result.error is not None and result.error.kind is FailureKind.CANCELLED
+    assert p.prepares == []
+
+
 async def test_link_that_raises(autojump_clock: trio.testing.MockClock) -> None:
     class Broken:
         async def send(self, prepare: Prepare) -> Reply:
             raise ConnectionResetError("socket closed")
 
-    result = await pay(Broken(), RECEIVER, SECRET, source_amount=100)
+    class BrokenNowait(Broken):
+        def send_nowait(self, prepare: Prepare, on_reply: ReplyCallback) -> bool:
+            raise ConnectionResetError("socket closed")
+
+    # A link with send_nowait answers with Rejects, but one that raises anyway fails the same.
+    link = Broken() if PATH[0] == "send" else BrokenNowait()
+    result = await pay_over(link, RECEIVER, SECRET, source_amount=100)
     assert result.status is PaymentStatus.FAILED
     assert result.error is not None
     assert result.error.kind is FailureKind.LINK_ERROR

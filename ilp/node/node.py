@@ -77,6 +77,7 @@ class Node:
         self._nursery: trio.Nursery | None = None
         self._dialers: dict[str, tuple[str, BtpClient]] = {}
         self._receivers: dict[str, StreamServer] = {}
+        self._receiver_scopes: dict[str, trio.CancelScope] = {}
         self._server_links: dict[str, set[BtpServerLink]] = {}
         self._links_changed = trio.Event()
         self._secret = b""
@@ -143,6 +144,7 @@ class Node:
             account.asset_scale,
         ):
             return server
+        self._retire_receiver(name)  # its asset changed: the old one would quote the old one
         secret = hmac.new(self._secret, b"receive:" + name.encode(), hashlib.sha256).digest()
         server = StreamServer(
             secret,
@@ -152,9 +154,28 @@ class Node:
             backlog=0,
         )
         self._receivers[name] = server
-        if self._nursery is not None:
-            self._nursery.start_soon(server.run)
+        self._start_receiver(name, server)
         return server
+
+    def _start_receiver(self, name: str, server: StreamServer) -> None:
+        """Run ``server`` in the node's nursery, in a cancel scope of its own (kept by name)."""
+        if self._nursery is None:
+            return  # _start runs it
+        scope = trio.CancelScope()
+        self._receiver_scopes[name] = scope
+
+        async def run() -> None:
+            with scope:
+                await server.run()
+
+        self._nursery.start_soon(run)
+
+    def _retire_receiver(self, name: str) -> None:
+        """Stop and forget the receiver of account ``name``, with its connections."""
+        self._receivers.pop(name, None)
+        scope = self._receiver_scopes.pop(name, None)
+        if scope is not None:
+            scope.cancel()
 
     def spsp_credentials(
         self,
@@ -277,13 +298,14 @@ class Node:
                 raise failure
         finally:
             self._nursery = None
+            self._receiver_scopes.clear()
             store.close()
 
     async def _start(self, nursery: trio.Nursery) -> None:
         config = self.config
         await nursery.start(self.connector.run)
-        for receiver in self._receivers.values():
-            nursery.start_soon(receiver.run)
+        for name, receiver in self._receivers.items():
+            self._start_receiver(name, receiver)
         for name in list(self.connector.accounts):
             self._account_changed(name)
         if config.address is None:
@@ -366,6 +388,7 @@ class Node:
         if account is None:
             for link in self._server_links.pop(name, set()):
                 self._nursery_start(link.aclose)
+            self._retire_receiver(name)
         url = account.url if account is not None else None
         current = self._dialers.get(name)
         if current is not None and current[0] == url:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import trio
+import trio.testing
 
 from ilp.btp import open_btp_client
 from ilp.ildcp import fetch_config
@@ -67,3 +68,33 @@ async def test_a_node_without_address_asks_its_parent_and_pays_through_it() -> N
                 )
                 up_accounts = upstream.connector.accounts
                 assert (up_accounts["down"].balance, up_accounts["bob"].balance) == (-5000, 5000)
+
+
+async def test_a_deleted_or_re_assetted_account_stops_its_receiver() -> None:
+    """The node's own STREAM receiver of an account stops with the account, and is replaced when
+    the account's asset changes; nothing of the old one keeps running."""
+    config = NodeConfig(
+        address="test.node",
+        btp_port=0,
+        api_port=None,
+        accounts=(AccountConfig("carol", "child", token="c"),),
+    )
+    with trio.fail_after(10):
+        async with open_node(config) as node:
+            node.spsp_credentials("carol")
+            first = node.receiver("carol")
+            await trio.testing.wait_all_tasks_blocked()
+            assert first._nursery is not None  # running
+
+            node.put_account(AccountConfig("carol", "child", asset_code="EUR", asset_scale=2))
+            second = node.receiver("carol")
+            assert second is not first
+            assert (second.asset_code, second.asset_scale) == ("EUR", 2)
+            await trio.testing.wait_all_tasks_blocked()
+            assert first._nursery is None  # stopped
+            assert second._nursery is not None
+
+            node.connector.delete_account("carol")
+            await trio.testing.wait_all_tasks_blocked()
+            assert second._nursery is None
+            assert "carol" not in node._receivers

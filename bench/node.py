@@ -24,8 +24,9 @@ Two rows come from the same payments:
   with a core of its own and endpoints fast enough to keep it busy.
 * ``node-forward-wall``: fulfilled money packets per second of the money phase, end to end, as
   in :mod:`bench.stream`. On a two-core machine the endpoints limit it, not the connector: they
-  need more CPU per packet (about 155 µs, in one process) than either connector, so this figure
-  says how much a connector slows a payment down, not how fast it forwards.
+  need more CPU per packet (about 125 µs, in one process; the notes give the figure of the run)
+  than either connector, so this figure says how much a connector slows a payment down, not how
+  fast it forwards.
 
 First :data:`WARM_UP_PAYMENTS` full payments through each, taking turns, warm both up:
 connector.js needs them (its JIT took 3 to 4 payments to reach a steady rate in our runs: about
@@ -257,7 +258,8 @@ def _cpu_note(side: str, best: Round) -> str:
     per_packet = best.connector_us_per_packet
     cost = "" if per_packet is None else f" ({per_packet:.0f} µs per packet)"
     return (
-        f"{side}: CPU over the payment's wall time: endpoints {_share(best.phase.cpu_share)}, "
+        f"{side}: CPU over the payment's wall time: endpoints {_share(best.phase.cpu_share)} "
+        f"({best.phase.cpu_us_per_packet:.0f} µs per packet), "
         f"connector {_share(best.connector_share)}{cost}"
     )
 
@@ -302,7 +304,10 @@ def _measure_wall(settings: Settings) -> Measurement:
     return _measurement(
         _forward(settings),
         lambda r: r.phase.rate,
-        ["limited by the endpoints (about 155 µs of CPU per packet), not by the connectors"],
+        [
+            "bounded by the endpoints: one process needing more CPU per packet than either "
+            "connector (see docs/benchmarks.md)"
+        ],
     )
 
 

@@ -100,6 +100,9 @@ class MoneyPhase:
     seconds: float
     cpu_share: float
     """This process's CPU seconds over the wall seconds of the whole pay() call (1.0 = one core)."""
+    cpu_us_per_packet: float
+    """This process's CPU over the whole pay() call (probes and close too), in µs per money
+    packet fulfilled: what sender and receiver cost together."""
 
     @property
     def rate(self) -> float:
@@ -180,7 +183,7 @@ async def pay_once(link: IlpLink, server: StreamServer, amount: int = AMOUNT) ->
             f"(delivered {result.amount_delivered}): {result.error}"
         )
     packets, seconds = timing.money_phase(secret)
-    return MoneyPhase(packets, seconds, cpu / max(wall, 1e-9))
+    return MoneyPhase(packets, seconds, cpu / max(wall, 1e-9), cpu * 1e6 / packets)
 
 
 async def _drain_money(stream: DataStream) -> None:

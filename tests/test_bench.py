@@ -271,7 +271,7 @@ async def test_stream_money_phase_counts_money_packets_only() -> None:
     assert phase.packets == 21  # 20 full packets and one of 500; probes and the close excluded
     assert len(sender.sent) > phase.packets
     assert phase.seconds > 0 and phase.rate == phase.packets / phase.seconds
-    assert phase.cpu_share > 0
+    assert phase.cpu_share > 0 and phase.cpu_us_per_packet > 0
 
 
 def test_stream_pay_memory_row() -> None:

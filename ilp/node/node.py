@@ -144,7 +144,7 @@ class Node:
             account.asset_scale,
         ):
             return server
-        self._retire_receiver(name)  # its asset changed: the old one would quote the old one
+        self._retire_receiver(name)  # if any: its asset changed, and it would answer in the old one
         secret = hmac.new(self._secret, b"receive:" + name.encode(), hashlib.sha256).digest()
         server = StreamServer(
             secret,

@@ -248,12 +248,22 @@ class PacketRequest:
 # Exact helpers
 
 
+def _floor_ratio(amount: int, num: int, den: int) -> int:
+    """``floor(amount x num / den)``, exactly (``den`` > 0)."""
+    return amount * num // den
+
+
+def _ceil_ratio(amount: int, num: int, den: int) -> int:
+    """``ceil(amount x num / den)``, exactly (``den`` > 0)."""
+    return -(-amount * num // den)
+
+
 def _mul_floor(amount: int, rate: Fraction) -> int:
-    return amount * rate.numerator // rate.denominator
+    return _floor_ratio(amount, rate.numerator, rate.denominator)
 
 
 def _mul_ceil(amount: int, rate: Fraction) -> int:
-    return -(-amount * rate.numerator // rate.denominator)
+    return _ceil_ratio(amount, rate.numerator, rate.denominator)
 
 
 def _as_fraction(value: object, name: str) -> Fraction:
@@ -341,7 +351,7 @@ class _Rate:
         self.high = high
         self.high_num = num = high.numerator
         self.high_den = den = high.denominator
-        self.most = (_U64 + 1) * den // num  # floor((2^64) / high)
+        self.most = _floor_ratio(_U64 + 1, den, num)  # floor(2^64 / high)
 
     def update(self, sent: int, arrived: int) -> None:
         if sent <= 0:
@@ -645,7 +655,7 @@ class PaymentCore:
                     "the exchange rate dropped to 0: nothing would arrive",
                 )
                 return None
-            needed = -(-remaining * low_den // low_num)  # ceil(remaining / low)
+            needed = _ceil_ratio(remaining, low_den, low_num)  # ceil(remaining / low)
             completes = needed <= amount
             if completes:
                 amount = needed
@@ -658,8 +668,7 @@ class PaymentCore:
                 - max(self._remote_received, self._amount_delivered)
                 - self._destination_in_flight
             )
-            # floor((room + 1) / high)
-            cap = (room + 1) * rate.high_den // rate.high_num if room > 0 else 0
+            cap = _floor_ratio(room + 1, rate.high_den, rate.high_num) if room > 0 else 0
             if cap < amount:
                 amount, completes = cap, False
             if amount <= 0:
@@ -672,9 +681,8 @@ class PaymentCore:
                 return None
 
         correction = completes and not self._applied_correction
-        # ceil((amount or amount - 1) x min_rate)
-        min_dest = -(-(amount - 1 if correction else amount) * self._min_num // self._min_den)
-        projected = min(amount * low_num // low_den, _U64)  # floor(amount x low)
+        min_dest = _ceil_ratio(amount - 1 if correction else amount, self._min_num, self._min_den)
+        projected = min(_floor_ratio(amount, low_num, low_den), _U64)
         if projected < min_dest:
             self._fail(
                 FailureKind.INSUFFICIENT_EXCHANGE_RATE,
@@ -682,7 +690,7 @@ class PaymentCore:
                 f" below its minimum of {min_dest} (minimum rate {self._min_rate})",
             )
             return None
-        high = min(-(-amount * rate.high_num // rate.high_den) - 1, _U64)  # ceil(amount x high) - 1
+        high = min(_ceil_ratio(amount, rate.high_num, rate.high_den) - 1, _U64)
         if high <= 0:
             self._fail(
                 FailureKind.INSUFFICIENT_EXCHANGE_RATE,

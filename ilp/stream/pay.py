@@ -162,7 +162,7 @@ class _Sender:
         """Replies that came while :meth:`_pump` was sending, to settle once it has sent all."""
         self._more = False
         self._abandoning = False
-        self.callback_error: Exception | None = None
+        self.callback_error: BaseException | None = None
 
     def _prepare(self, request: PacketRequest) -> tuple[Prepare, bytes | None]:
         crypto = self._crypto
@@ -392,7 +392,10 @@ class _Sender:
         if self._on_progress is not None and request.kind is PacketKind.MONEY:
             try:
                 self._context.run(self._on_progress, core.progress())
-            except Exception as exc:
+            except BaseException as exc:
+                # Whatever it raises (KeyboardInterrupt too) stops the payment and reaches the
+                # caller from pay(), on every path: never the link's task, where a callback may
+                # run, nor a task of pay()'s nursery, which would lose the money in flight.
                 if self.callback_error is None:
                     self.callback_error = exc
                 core.cancel(now)
@@ -477,7 +480,8 @@ async def pay(
     must not block (over a link with ``send_nowait`` it runs in the link's task).
 
     Raises :class:`PaymentSetupError` for invalid arguments only; an exception raised by
-    ``on_progress`` stops the payment and is re-raised once the packets in flight are settled.
+    ``on_progress`` (any, ``KeyboardInterrupt`` too) stops the payment and is re-raised by
+    ``pay()`` once the packets in flight are settled.
     """
     _setup(destination, shared_secret, packet_expiry)
     core = PaymentCore(

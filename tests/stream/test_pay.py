@@ -78,11 +78,13 @@ def _over_path(
     async def over_path(link: IlpLink, /, *args: P.args, **kwargs: P.kwargs) -> T:
         if PATH[0] == "send":
             return await function(link, *args, **kwargs)
-        error: Exception | None = None
+        error: BaseException | None = None
         async with nowait_link(link, at_once=PATH[0].endswith("at_once")) as wrapped:
             try:
                 return await function(wrapped, *args, **kwargs)
-            except Exception as exc:  # raised below, not in the link's nursery's group
+            except trio.Cancelled:
+                raise
+            except BaseException as exc:  # raised below, not in the link's nursery's group
                 error = exc
         raise error
 
@@ -745,6 +747,30 @@ async def test_progress_callback_error_is_raised(
     with pytest.raises(StopError):
         await pay(p, RECEIVER, SECRET, source_amount=1000, on_progress=stop, max_in_flight=1)
     assert p.money_sent == 300
+
+
+class _Halt(BaseException):
+    """Not an Exception: what a callback raising KeyboardInterrupt or SystemExit looks like."""
+
+
+@pytest.mark.parametrize("error", [_Halt, KeyboardInterrupt])
+async def test_progress_callback_base_exception_is_raised_by_pay(
+    error: type[BaseException], autojump_clock: trio.testing.MockClock
+) -> None:
+    # Raised by pay() itself, alone (not in a group), on every path: also where the callback runs
+    # in the link's task; the money in flight is awaited first, and the link still works.
+    def stop(progress: PaymentProgress) -> None:
+        if progress.amount_sent >= 500:
+            raise error
+
+    p = path(max_packet=100, latency=0.5)
+    with pytest.raises(error), trio.fail_after(300):  # (before the fix: stuck, or a group)
+        await pay(p, RECEIVER, SECRET, source_amount=5_000, on_progress=stop, max_in_flight=4)
+    assert 500 <= p.money_sent < 5_000
+    assert p.money_in_flight == 0
+    assert p.receiver.total == p.money_sent
+    result = await pay(p, RECEIVER, SECRET, source_amount=1_000)
+    assert result.status is PaymentStatus.COMPLETE, result.error
 
 
 @pytest.mark.parametrize(

@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ilp.ildcp import IldcpError, fetch_config, make_request
 from ilp.link import PrepareHandler, Reply, ReplyCallback
@@ -924,3 +926,103 @@ async def test_drain_refuses_new_packets_and_waits_for_those_in_flight() -> None
         gate.release.set()
     assert drained
     assert replies == [Fulfill(FULFILLMENT)]
+
+
+# -- the books under arbitrary traffic ---------------------------------------------------------
+
+_BEHAVIOURS = ("fulfill", "wrong fulfillment", "reject", "raise")
+"""What the next hop does with a Prepare (its first data byte picks one)."""
+
+_traffic = st.lists(
+    st.tuples(
+        # Weighted towards packets that go through (repeated entries), so that most examples
+        # move money; the rest meet every check on the way.
+        st.sampled_from(
+            ["test.node.bob"] * 4
+            + ["test.node.carol"] * 3
+            + [
+                "test.node.bob.deeper",
+                "test.node.alice",  # back to the source
+                "test.node.nobody",
+                "test.elsewhere",
+                "peer.config",
+                "peer.route.update",
+            ]
+        ),
+        st.one_of(st.integers(0, 2_000), st.integers(10**9, 10**11), st.integers(0, 2**64 - 1)),
+        st.sampled_from([-5.0, 0.0, 0.5, 1.5] + [10.0, 60.0] * 4),  # seconds to expiry
+        st.sampled_from([0] * 5 + list(range(1, len(_BEHAVIOURS)))),
+    ),
+    max_size=25,
+)
+
+
+@settings(max_examples=60, deadline=None, database=None)
+@given(traffic=_traffic, credit_limit=st.sampled_from([None, 0, 1_500, 10**6]))
+def test_arbitrary_traffic_keeps_the_books(
+    traffic: list[tuple[str, int, float, int]], credit_limit: int | None
+) -> None:
+    # Concurrent Prepares of any amount, expiry and destination, next hops that fulfill, cheat,
+    # reject or fail: every Prepare gets a Fulfill or a Reject, a Fulfill only for what the next
+    # hop really fulfilled, and the balances are exactly the sums of the fulfilled packets (same
+    # asset and across assets), within the credit limit, with nothing left held.
+    credited: dict[int, tuple[str, int]] = {}
+    """Packet number -> (account, amount) the next hop got and fulfilled correctly."""
+
+    def next_hop(name: str) -> PrepareHandler:
+        async def answer(p: Prepare) -> Reply:
+            number, behaviour = int.from_bytes(p.data[:4], "big"), _BEHAVIOURS[p.data[4]]
+            if behaviour == "fulfill":
+                credited[number] = (name, p.amount)
+                return Fulfill(FULFILLMENT, b"paid")
+            if behaviour == "wrong fulfillment":
+                return Fulfill(b"\x08" * 32)
+            if behaviour == "reject":
+                return Reject(ErrorCode("F99"), f"test.node.{name}", "no", b"\x01")
+            raise RuntimeError("the next hop broke")
+
+        return answer
+
+    async def scenario() -> None:
+        connector = make_connector(spread=Fraction(3, 1000))
+        connector.set_rate("XRP", Fraction(1, 2))
+        connector.set_rate("USD", Fraction(1))
+        alice = attach(connector, "alice", credit_limit=credit_limit, max_packet_amount=10**12)
+        attach(connector, "bob", handler=next_hop("bob"))
+        attach(connector, "carol", asset=("USD", 2), handler=next_hop("carol"))
+        replies: dict[int, Reply] = {}
+
+        async def send(number: int, destination: str, amount: int, seconds: float, b: int) -> None:
+            data = number.to_bytes(4, "big") + bytes([b])
+            replies[number] = await alice.send(prepare(destination, amount, seconds, data))
+
+        async with trio.open_nursery() as nursery:
+            for number, packet in enumerate(traffic):
+                nursery.start_soon(send, number, *packet)
+        await trio.testing.wait_all_tasks_blocked()
+
+        assert sorted(replies) == list(range(len(traffic)))
+        fulfilled = [n for n, reply in replies.items() if isinstance(reply, Fulfill)]
+        assert all(isinstance(reply, Fulfill | Reject) for reply in replies.values())
+        assert all(replies[n] == Fulfill(FULFILLMENT, b"paid") for n in fulfilled)
+        assert sorted(fulfilled) == sorted(credited), (replies, credited)
+        for n in fulfilled:  # the amount limit held
+            assert traffic[n][1] <= 10**12
+        paid = sum(traffic[n][1] for n in fulfilled)
+        assert balances(connector) == {
+            "alice": (-paid, 0),
+            "bob": (sum(a for who, a in credited.values() if who == "bob"), 0),
+            "carol": (sum(a for who, a in credited.values() if who == "carol"), 0),
+        }
+        if credit_limit is not None:
+            assert paid <= credit_limit
+        for n, (who, amount) in credited.items():  # cross-asset amounts are floored exactly
+            if who == "carol":
+                assert amount == traffic[n][1] * 1 * 997 // (2 * 10**7 * 1000)
+            else:
+                assert amount == traffic[n][1] * 997 // 1000
+        assert connector.packets["fulfilled"] == len(fulfilled)
+        stored = {r.name: r.balance for r in connector.store.accounts()}
+        assert stored == {name: b for name, (b, _) in balances(connector).items()}
+
+    trio.run(scenario)

@@ -481,7 +481,8 @@ async def pay(
 
     Raises :class:`PaymentSetupError` for invalid arguments only; an exception raised by
     ``on_progress`` (any, ``KeyboardInterrupt`` too) stops the payment and is re-raised by
-    ``pay()`` once the packets in flight are settled.
+    ``pay()`` once the packets in flight are settled, with a note (PEP 678) of the amounts sent
+    and delivered.
     """
     _setup(destination, shared_secret, packet_expiry)
     core = PaymentCore(
@@ -509,8 +510,15 @@ async def pay(
     result = core.result(trio.current_time())
     if cancelled is None:
         await sender.close()
-    if sender.callback_error is not None:
-        raise sender.callback_error
+    error = sender.callback_error
+    if error is not None:
+        # The caller gets its own exception back; the note says what the payment did.
+        error.add_note(
+            f"pay() stopped by on_progress: {result.amount_sent} sent (source units), "
+            f"{result.amount_delivered} delivered (destination units), in "
+            f"{result.packets_fulfilled} fulfilled packets; none left in flight"
+        )
+        raise error
     return result
 
 

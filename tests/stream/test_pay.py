@@ -744,9 +744,13 @@ async def test_progress_callback_error_is_raised(
             raise StopError
 
     p = path(max_packet=100)
-    with pytest.raises(StopError):
+    with pytest.raises(StopError) as caught:
         await pay(p, RECEIVER, SECRET, source_amount=1000, on_progress=stop, max_in_flight=1)
     assert p.money_sent == 300
+    assert caught.value.__notes__ == [
+        "pay() stopped by on_progress: 300 sent (source units), 300 delivered (destination "
+        "units), in 3 fulfilled packets; none left in flight"
+    ]
 
 
 class _Halt(BaseException):
@@ -764,10 +768,11 @@ async def test_progress_callback_base_exception_is_raised_by_pay(
             raise error
 
     p = path(max_packet=100, latency=0.5)
-    with pytest.raises(error), trio.fail_after(300):  # (before the fix: stuck, or a group)
+    with pytest.raises(error) as caught, trio.fail_after(300):  # (before: stuck, or a group)
         await pay(p, RECEIVER, SECRET, source_amount=5_000, on_progress=stop, max_in_flight=4)
     assert 500 <= p.money_sent < 5_000
     assert p.money_in_flight == 0
+    assert f"{p.money_sent} sent" in caught.value.__notes__[0]
     assert p.receiver.total == p.money_sent
     result = await pay(p, RECEIVER, SECRET, source_amount=1_000)
     assert result.status is PaymentStatus.COMPLETE, result.error

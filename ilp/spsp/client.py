@@ -20,15 +20,15 @@ Messages never contain the shared secret.
 
 from __future__ import annotations
 
-import errno
 import logging
-from collections.abc import AsyncGenerator, Callable, Iterator
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from typing import Final, cast
 
 import httpx
 import trio
 
+from .._transport import transport_reason
 from ..errors import SpspError
 from .pointer import (
     SPSP_ACCEPT,
@@ -58,32 +58,6 @@ class SpspUnreachableError(SpspError):
 
 class SpspTimeoutError(SpspUnreachableError):
     """The SPSP server did not answer in time."""
-
-
-def _causes(exc: BaseException, depth: int = 0) -> Iterator[BaseException]:
-    """``exc``, its causes and contexts, and the members of exception groups among them."""
-    if depth > 20:
-        return
-    yield exc
-    if isinstance(exc, BaseExceptionGroup):
-        for member in exc.exceptions:
-            yield from _causes(member, depth + 1)
-    nested = exc.__cause__ or exc.__context__
-    if nested is not None:
-        yield from _causes(nested, depth + 1)
-
-
-def _reason(exc: httpx.TransportError) -> str:
-    """A short reason for messages: "connection refused" when that is what happened."""
-    for cause in _causes(exc):
-        if isinstance(cause, ConnectionRefusedError) or (
-            isinstance(cause, OSError) and cause.errno == errno.ECONNREFUSED
-        ):
-            return "connection refused"
-    text = str(exc)
-    if "refused" in text.lower():
-        return "connection refused"
-    return text[:200] if text else type(exc).__name__
 
 
 def _check_content_type(url: str, value: str | None) -> None:
@@ -129,11 +103,11 @@ async def _query(
             raise SpspTimeoutError(f"the SPSP server at {url} did not answer in time") from None
         except httpx.ConnectError as exc:
             raise SpspUnreachableError(
-                f"cannot reach the SPSP server at {url} ({_reason(exc)})"
+                f"cannot reach the SPSP server at {url} ({transport_reason(exc)})"
             ) from None
         except httpx.TransportError as exc:
             raise SpspUnreachableError(
-                f"the connection to the SPSP server at {url} failed ({_reason(exc)})"
+                f"the connection to the SPSP server at {url} failed ({transport_reason(exc)})"
             ) from None
         if status in _REDIRECTS:
             location = headers.get("location")

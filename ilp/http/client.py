@@ -1,0 +1,286 @@
+"""The ILP-over-HTTP client (RFC 35, synchronous mode) on httpx: an :class:`~ilp.link.IlpLink`.
+
+::
+
+    async with open_http_link("https://peer.example/ilp", token="...") as link:
+        reply = await link.send(prepare)        # a Fulfill or a Reject, never an exception
+
+Each Prepare is the body of one ``POST`` (``Content-Type`` and ``Accept``:
+``application/octet-stream``, ``Authorization: Bearer <token>``, and ``ILP-Peer-Name`` when a
+name is given); the peer answers ``200`` with the Fulfill or Reject as the body. This is the mode
+deployed connectors speak (ilp-plugin-http, interledger-rs, Rafiki). The asynchronous mode of
+the newest RFC text (``202`` now, the reply later on a callback URL) is not implemented.
+
+What cannot be delivered becomes a Reject made here, with the link's ``address`` as
+``triggered_by`` (see :func:`reject_for_status` for HTTP errors):
+
+* the peer cannot be reached, or the connection fails: ``T01``;
+* no answer before the Prepare expires: ``R00`` (the request is abandoned);
+* an answer that is not a Fulfill or a Reject, or is larger than :data:`MAX_REPLY_SIZE`: ``T01``;
+* a Fulfill whose fulfillment does not hash to the condition: ``F05``.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from contextlib import aclosing, asynccontextmanager
+from datetime import UTC, datetime
+from typing import Final, cast
+from urllib.parse import urlsplit, urlunsplit
+
+import httpx
+import trio
+
+from .._transport import transport_reason
+from ..btp.session import local_reject
+from ..errors import DecodeError
+from ..link import Reply
+from ..packet import Fulfill, Prepare, Reject, decode_packet, is_fulfillment_valid
+
+__all__ = [
+    "CONTENT_TYPE",
+    "MAX_REPLY_SIZE",
+    "HttpLink",
+    "check_http_url",
+    "open_http_link",
+    "reject_for_status",
+]
+
+_log = logging.getLogger("ilp.http.client")
+
+CONTENT_TYPE: Final = "application/octet-stream"
+"""The media type of ILP packets over HTTP (RFC 35)."""
+
+MAX_REPLY_SIZE: Final = 64 * 1024
+"""The largest answer body read; an ILP packet is at most about 32 KiB."""
+
+
+def check_http_url(url: str) -> str:
+    """``url`` if it is an ``http://`` or ``https://`` URL with a host and no user info, else
+    ValueError. Tokens go in ``token``, never in the URL, where logs would show them."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError for a bad port)
+    except ValueError:
+        raise ValueError("not a valid URL") from None
+    if parts.scheme.lower() not in ("http", "https"):
+        raise ValueError("an ILP-over-HTTP URL starts with http:// or https://")
+    if not parts.hostname:
+        raise ValueError("the URL has no host")
+    if "@" in parts.netloc:
+        raise ValueError("put the token in the token setting, not in the URL")
+    if parts.fragment:
+        raise ValueError("the URL must not have a fragment")
+    return url
+
+
+def _shown(url: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+
+
+def reject_for_status(status: int, url: str, triggered_by: str = "") -> Reject:
+    """The Reject for a peer that answered a Prepare with HTTP ``status`` (not 200).
+
+    ``5xx`` is ``T00`` (RFC 35); ``429`` is ``T05`` (rate limited); ``401`` and ``403`` (our token
+    refused), other ``4xx``, redirects and other ``2xx`` are ``F02``: the packet cannot go this
+    way until the peering is fixed, and retrying would not help (interledger-rs also answers
+    ``F02`` to a ``4xx``).
+    """
+    where = _shown(url)
+    if status >= 500:
+        return local_reject(
+            "T00", f"the ILP-over-HTTP peer at {where} failed (HTTP {status})", triggered_by
+        )
+    if status == 429:
+        return local_reject(
+            "T05", f"the ILP-over-HTTP peer at {where} is rate limiting us (HTTP 429)", triggered_by
+        )
+    if status in (401, 403):
+        why = f"refused our token (HTTP {status})"
+    elif 200 <= status < 300:
+        why = f"answered HTTP {status} without a packet (it may speak only the asynchronous mode)"
+    else:
+        why = f"refused the Prepare (HTTP {status})"
+    return local_reject("F02", f"the ILP-over-HTTP peer at {where} {why}", triggered_by)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class HttpLink:
+    """An :class:`~ilp.link.IlpLink` that POSTs each Prepare to ``url`` (synchronous RFC 35).
+
+    Many Prepares may be in flight at once, over up to ``max_connections`` pooled HTTP/1.1
+    connections. ``send`` returns by the Prepare's expiry (``bounds_expiry``). ``address`` is
+    our ILP address, the ``triggered_by`` of the Rejects made here (it may be set later, once
+    known). Close it with :meth:`aclose`, or use :func:`open_http_link`; :meth:`run` keeps it
+    open for the life of a task (a node starts one per HTTP account).
+    """
+
+    bounds_expiry = True
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        token: str | None = None,
+        peer_name: str | None = None,
+        address: str = "",
+        max_connections: int = 100,
+        verify: ssl.SSLContext | bool = True,
+        clock: Callable[[], datetime] = _utcnow,
+    ) -> None:
+        self.url = check_http_url(url)
+        self.address = address
+        self._clock = clock
+        headers = {"Content-Type": CONTENT_TYPE, "Accept": CONTENT_TYPE}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        if peer_name:
+            headers["ILP-Peer-Name"] = peer_name
+        self._http = httpx.AsyncClient(
+            headers=headers,
+            timeout=60.0,  # a backstop: the Prepare's expiry bounds each request sooner
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=32),
+            follow_redirects=False,
+            verify=verify,
+            trust_env=False,
+        )
+        self._closed = trio.Event()
+
+    def __repr__(self) -> str:
+        return f"HttpLink({_shown(self.url)!r})"
+
+    @property
+    def connected(self) -> bool:
+        """True until closed: HTTP has no connection to keep up."""
+        return not self._closed.is_set()
+
+    async def send(self, prepare: Prepare) -> Reply:
+        """POST ``prepare`` and return the peer's Fulfill or Reject; never raises for ILP
+        failures (see the module's description of the Rejects made here)."""
+        if self._closed.is_set():
+            return local_reject("T01", "the ILP-over-HTTP link is closed", self.address)
+        seconds = (prepare.expires_at - self._clock()).total_seconds()
+        body = prepare.encode()
+        with trio.move_on_after(max(seconds, 0.0)):
+            try:
+                status, data = await self._post(body)
+            except httpx.TransportError as exc:
+                return local_reject(
+                    "T01",
+                    f"cannot reach the ILP-over-HTTP peer at {_shown(self.url)} ({transport_reason(exc)})",
+                    self.address,
+                )
+            except _TooLargeError:
+                return local_reject(
+                    "T01",
+                    f"the ILP-over-HTTP peer at {_shown(self.url)} answered with more than "
+                    f"{MAX_REPLY_SIZE} bytes",
+                    self.address,
+                )
+            return self._reply(prepare, status, data)
+        return local_reject(
+            "R00",
+            f"no reply before the Prepare expired at {prepare.expires_at.isoformat()}",
+            self.address,
+        )
+
+    async def aclose(self) -> None:
+        """Close the pooled connections; later sends resolve to T01."""
+        self._closed.set()
+        with trio.CancelScope(shield=True):
+            await self._http.aclose()
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Keep the link open until cancelled or closed, then close it."""
+        task_status.started()
+        try:
+            await self._closed.wait()
+        finally:
+            await self.aclose()
+
+    # -- internals --------------------------------------------------------------------------
+
+    async def _post(self, body: bytes) -> tuple[int, bytes]:
+        async with self._http.stream("POST", self.url, content=body) as response:
+            data = bytearray()
+            size = 0
+            if response.status_code == 200:
+                # Read to the end (the expiry bounds it), keeping at most MAX_REPLY_SIZE bytes:
+                # leaving httpx's iterators early would leave them to the garbage collector.
+                chunks = cast("AsyncGenerator[bytes, None]", response.aiter_raw())
+                async with aclosing(chunks):
+                    async for chunk in chunks:
+                        size += len(chunk)
+                        if size <= MAX_REPLY_SIZE:
+                            data += chunk
+            if size > MAX_REPLY_SIZE:
+                raise _TooLargeError
+            return response.status_code, bytes(data)
+
+    def _reply(self, prepare: Prepare, status: int, data: bytes) -> Reply:
+        if status != 200:
+            reject = reject_for_status(status, self.url, self.address)
+            if status in (401, 403):
+                _log.warning("%s", reject.message)
+            return reject
+        try:
+            reply = decode_packet(data)
+        except DecodeError as exc:
+            return local_reject(
+                "T01",
+                f"the ILP-over-HTTP peer at {_shown(self.url)} answered with a body that is not "
+                f"an ILP packet ({exc})",
+                self.address,
+            )
+        if isinstance(reply, Fulfill):
+            if not is_fulfillment_valid(reply.fulfillment, prepare.execution_condition):
+                return local_reject(
+                    "F05", "the peer's fulfillment does not match the condition", self.address
+                )
+            return reply
+        if isinstance(reply, Reject):
+            return reply
+        return local_reject(
+            "T01",
+            f"the ILP-over-HTTP peer at {_shown(self.url)} answered a Prepare with a Prepare",
+            self.address,
+        )
+
+
+class _TooLargeError(Exception):
+    pass
+
+
+@asynccontextmanager
+async def open_http_link(
+    url: str,
+    *,
+    token: str | None = None,
+    peer_name: str | None = None,
+    address: str = "",
+    max_connections: int = 100,
+    verify: ssl.SSLContext | bool = True,
+) -> AsyncIterator[HttpLink]:
+    """Yield an :class:`HttpLink` to ``url``; leaving the block closes its connections.
+
+    Nothing is sent on entry (HTTP has no handshake): a wrong URL or token shows in the first
+    reply, as ``T01`` or ``F02``. ``verify`` is httpx's TLS setting (an :class:`ssl.SSLContext`, or False).
+    """
+    link = HttpLink(
+        url,
+        token=token,
+        peer_name=peer_name,
+        address=address,
+        max_connections=max_connections,
+        verify=verify,
+    )
+    try:
+        yield link
+    finally:
+        await link.aclose()

@@ -9,7 +9,14 @@ See docs/connecting.md for how they fit together, and what the asynchronous mode
 RFC text would add.
 """
 
-from .client import CONTENT_TYPE, HttpLink, check_http_url, open_http_link, reject_for_status
+from .client import (
+    CONTENT_TYPE,
+    HttpLink,
+    check_http_url,
+    open_http_link,
+    reject_for_status,
+    split_http_url,
+)
 from .server import MAX_REQUEST_SIZE, IlpHttpApp, IlpHttpRequest, serve_ilp_http
 
 __all__ = [
@@ -22,4 +29,5 @@ __all__ = [
     "open_http_link",
     "reject_for_status",
     "serve_ilp_http",
+    "split_http_url",
 ]

@@ -28,14 +28,14 @@ from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import aclosing, asynccontextmanager
 from datetime import UTC, datetime
 from typing import Final, cast
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import httpx
 import trio
 
 from .._transport import transport_reason
 from ..btp.session import local_reject
-from ..errors import DecodeError
+from ..errors import DecodeError, TransportError
 from ..link import Reply
 from ..packet import Fulfill, Prepare, Reject, decode_packet, is_fulfillment_valid
 
@@ -46,6 +46,7 @@ __all__ = [
     "check_http_url",
     "open_http_link",
     "reject_for_status",
+    "split_http_url",
 ]
 
 _log = logging.getLogger("ilp.http.client")
@@ -74,6 +75,23 @@ def check_http_url(url: str) -> str:
     if parts.fragment:
         raise ValueError("the URL must not have a fragment")
     return url
+
+
+def split_http_url(url: str) -> tuple[str, str | None, str | None]:
+    """``(url, peer_name, token)`` from a URL that may carry ``NAME:TOKEN@`` as user info, the way
+    BTP URLs carry their credentials (a node's account ``url``). The URL comes back without
+    them; ValueError if it is not a valid http(s) URL."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        raise ValueError("not a valid URL") from None
+    name = token = None
+    if "@" in parts.netloc:
+        userinfo, _, host = parts.netloc.rpartition("@")
+        user, _, password = userinfo.partition(":")
+        name, token = unquote(user) or None, unquote(password) or None
+        url = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+    return check_http_url(url), name, token
 
 
 def _shown(url: str) -> str:
@@ -159,6 +177,12 @@ class HttpLink:
     def connected(self) -> bool:
         """True until closed: HTTP has no connection to keep up."""
         return not self._closed.is_set()
+
+    async def wait_connected(self) -> None:
+        """Return at once while the link is open (there is no connection to wait for);
+        :class:`~ilp.errors.TransportError` once it is closed."""
+        if self._closed.is_set():
+            raise TransportError("the ILP-over-HTTP link is closed")
 
     async def send(self, prepare: Prepare) -> Reply:
         """POST ``prepare`` and return the peer's Fulfill or Reject; never raises for ILP

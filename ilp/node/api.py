@@ -4,8 +4,10 @@
 
     port = await nursery.start(serve_spsp, NodeApi(node), "127.0.0.1", 7769)
 
-Every endpoint but SPSP needs ``Authorization: Bearer <admin token>`` (compared in constant
-time); without it the answer is 401 with ``WWW-Authenticate: Bearer``. The endpoints (all JSON;
+Every endpoint but SPSP and ILP over HTTP needs ``Authorization: Bearer <admin token>``
+(compared in constant time); without it the answer is 401 with ``WWW-Authenticate: Bearer``.
+``/accounts/{name}/ilp`` takes the Prepares of an ILP-over-HTTP peer instead (RFC 35, answered
+by an :class:`~ilp.http.IlpHttpApp`), authenticated by that account's own token. The endpoints (all JSON;
 ``docs/openapi.json`` describes each one, and :data:`ROUTES` lists them)::
 
     GET    /status                                   node.status()
@@ -13,6 +15,7 @@ time); without it the answer is 401 with ``WWW-Authenticate: Bearer``. The endpo
     GET    /accounts/{name}         PATCH, DELETE    read, change some settings, delete (204)
     GET    /accounts/{name}/balance POST             read, adjust by a signed amount
     POST   /accounts/{name}/payments                 pay a pointer from the account (STREAM)
+    POST   /accounts/{name}/ilp                      ILP over HTTP from that account (its token)
     GET    /routes                  PUT, DELETE      the table; {"prefix", "account"} in the body
     PUT    /routes/{prefix}         DELETE           a static route (the default route "" has
                                                      no path of its own: use /routes)
@@ -40,11 +43,14 @@ from urllib.parse import unquote_to_bytes, urlsplit, urlunsplit
 
 from ..btp.url import parse_btp_url
 from ..errors import SpspError
+from ..http.client import split_http_url
+from ..http.server import IlpHttpApp, IlpHttpRequest
+from ..link import PrepareHandler
 from ..oer import MAX_UINT64
 from ..spsp.pointer import PaymentPointerError
 from ..spsp.server import SpspApp
 from ..stream.pay import PaymentResult, PaymentSetupError, PaymentStatus
-from .config import ACCOUNT_KEYS, AccountConfig, ConfigError, check_account_name
+from .config import ACCOUNT_KEYS, AccountConfig, ConfigError, check_account_name, is_http_url
 from .connector import Account, NodeError, NotFoundError, RouteInfo
 from .rates import format_rate, parse_rate
 
@@ -69,6 +75,7 @@ ROUTES: Final[dict[str, tuple[str, ...]]] = {
     "/accounts/{name}": ("GET", "PATCH", "DELETE"),
     "/accounts/{name}/balance": ("GET", "POST"),
     "/accounts/{name}/payments": ("POST",),
+    "/accounts/{name}/ilp": ("POST",),
     "/routes": ("GET", "PUT", "DELETE"),
     "/routes/{prefix}": ("PUT", "DELETE"),
     "/rates": ("GET",),
@@ -263,6 +270,13 @@ def _public_url(url: str | None) -> str | None:
     """``url`` without user info (the token) or query: what the API may show."""
     if url is None:
         return None
+    if is_http_url(url):
+        try:
+            bare = split_http_url(url)[0]
+        except ValueError:
+            return None
+        parts = urlsplit(bare)
+        return urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
     try:
         ws_url = parse_btp_url(url).redacted()
     except ValueError:
@@ -376,6 +390,7 @@ class NodeApi:
     def __init__(self, node: Node) -> None:
         self._node = node
         self._spsp = SpspApp(_NodeCredentials(node), resolve_account=self._resolve_spsp)
+        self._ilp = IlpHttpApp(resolve=self._resolve_ilp_peer)
         self._handlers: dict[tuple[str, str], Callable[..., Awaitable[_Response]]] = {
             ("/status", "GET"): self._status,
             ("/accounts", "GET"): self._list_accounts,
@@ -418,6 +433,10 @@ class NodeApi:
         found = _match(segments) if segments is not None else None
         if found is not None and found[0] == "/spsp/{name}":
             await self._spsp(scope, receive, send)
+            return
+        if found is not None and found[0] == "/accounts/{name}/ilp" and method == "POST":
+            self._ilp.address = self._node.address
+            await self._ilp.handle_http(scope, receive, send)
             return
         body = _Body(scope, receive)
         try:
@@ -495,6 +514,15 @@ class NodeApi:
         headers.append((b"content-length", str(len(data)).encode("ascii")))
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
         await send({"type": "http.response.body", "body": data})
+
+    def _resolve_ilp_peer(self, request: IlpHttpRequest) -> PrepareHandler | None:
+        """The account POSTing ILP over HTTP: named by the path, proven by its token."""
+        parts = request.path.split("/")
+        connector = self._node.connector
+        account = connector.accounts.get(parts[2]) if len(parts) == 4 else None
+        if account is None or request.token is None or not account.check_token(request.token):
+            return None
+        return connector.handler_for(account)
 
     def _resolve_spsp(self, path: str) -> str | None:
         name = path.removeprefix("/spsp/")

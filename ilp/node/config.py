@@ -57,6 +57,7 @@ from typing import Any, Final
 from ..address import is_valid_address
 from ..btp.url import parse_btp_url
 from ..errors import IlpError
+from ..http.client import split_http_url
 from ..oer import MAX_UINT64
 from ..routing import is_valid_prefix
 from .rates import parse_rate
@@ -136,6 +137,22 @@ def check_asset(code: object, scale: object) -> tuple[str, int]:
     return code, scale
 
 
+def is_http_url(url: str) -> bool:
+    """True for an ILP-over-HTTP account url (``http://`` or ``https://``), False for BTP."""
+    return url[:8].lower().startswith(("http://", "https://"))
+
+
+def check_account_url(url: str) -> None:
+    """ValueError unless ``url`` is a BTP URL (``btp+ws://user:token@host``) or an ILP-over-HTTP
+    URL (``https://name:token@host/path``: the token goes out as a bearer token)."""
+    if is_http_url(url):
+        split_http_url(url)
+    elif url[:4].lower() in ("btp+", "ws:/", "wss:"):
+        parse_btp_url(url)
+    else:
+        raise ValueError("url must be a btp+ws://, btp+wss://, http:// or https:// URL")
+
+
 def _amount(value: object, what: str) -> int | None:
     if value is None:
         return None
@@ -152,8 +169,11 @@ def _amount(value: object, what: str) -> int | None:
 
 @dataclass(frozen=True, slots=True)
 class AccountConfig:
-    """One account. ``token`` is what the account's BTP client must send (children and peers
-    that dial us); ``url`` is where we dial (peers and parents). Both are secrets.
+    """One account. ``token`` is what the account must send us: its BTP client's token (children
+    and peers that dial us), or its bearer token when it POSTs ILP over HTTP to
+    ``/accounts/<name>/ilp``. ``url`` is where we send: a BTP URL we dial, or the peer's
+    ILP-over-HTTP endpoint (``https://name:token@host/path``, the token sent as a bearer token,
+    the name as ``ILP-Peer-Name``). Both are secrets.
     ``credit_limit``: how far below zero the balance may go (None: no limit)."""
 
     name: str
@@ -186,10 +206,13 @@ class AccountConfig:
         url = raw.get("url")
         if url is not None:
             if not isinstance(url, str):
-                raise ValueError("url must be a btp+ws:// or btp+wss:// URL")
-            parse_btp_url(url)
-        if url is not None and relation == "child":
-            raise ValueError("a child connects to us: give it a token, not a url")
+                raise ValueError("url must be a btp+ws://, btp+wss://, http:// or https:// URL")
+            check_account_url(url)
+        if url is not None and relation == "child" and not is_http_url(url):
+            raise ValueError(
+                "a child connects to us: give it a token, not a BTP url (an http(s) url is "
+                "where an ILP-over-HTTP child takes our Prepares)"
+            )
         routes = raw.get("routes", [])
         if not isinstance(routes, list) or not all(
             isinstance(r, str) and is_valid_prefix(r) for r in routes

@@ -15,10 +15,12 @@ What runs, all in the node's nursery:
   accounts: the username names the account and the token must match; a client without a
   username is found by its token. With ``open_children`` an unknown client becomes a new child
   account (named by its username, else by ``base64url(sha256(token))``, as mini-accounts does).
-- a persistent BTP client for every account with a ``url`` (peers and parents we dial).
+- a persistent BTP client for every account with a BTP ``url`` (peers and parents we dial), and
+  an ILP-over-HTTP link (:class:`~ilp.http.HttpLink`) for every account with an http(s) ``url``.
 - the node's own STREAM receivers, one per account that is paid through the node's SPSP
   endpoint (``<address>.~receive.<account>``); what they receive is credited to the account.
-- the HTTP API (:mod:`ilp.node.api`), on hypercorn like the SPSP server.
+- the HTTP API (:mod:`ilp.node.api`), on hypercorn like the SPSP server. It also takes the
+  Prepares that ILP-over-HTTP peers POST to ``/accounts/<name>/ilp`` with the account's token.
 
 Without an address in the configuration, the node asks its parent over ILDCP before it serves.
 """
@@ -44,12 +46,13 @@ from ..btp.client import BtpClient
 from ..btp.server import BtpRequest, BtpServerLink, serve_btp
 from ..btp.url import parse_btp_url
 from ..errors import IlpError
+from ..http.client import HttpLink, split_http_url
 from ..ildcp import fetch_config
 from ..link import PrepareHandler
 from ..spsp.client import query_spsp
 from ..stream.pay import PaymentResult, pay
 from ..stream.server import StreamServer
-from .config import AccountConfig, ConfigError, NodeConfig, check_account_name
+from .config import AccountConfig, ConfigError, NodeConfig, check_account_name, is_http_url
 from .connector import Account, Connector, NodeError, hash_token
 from .store import AccountRecord, NodeStore
 
@@ -75,7 +78,7 @@ class Node:
         self.admin_token_file: Path | None = None
         self.started_at = 0.0
         self._nursery: trio.Nursery | None = None
-        self._dialers: dict[str, tuple[str, BtpClient]] = {}
+        self._dialers: dict[str, tuple[str, BtpClient | HttpLink]] = {}
         self._receivers: dict[str, StreamServer] = {}
         self._receiver_scopes: dict[str, trio.CancelScope] = {}
         self._server_links: dict[str, set[BtpServerLink]] = {}
@@ -400,12 +403,19 @@ class Node:
             self._nursery_start(current[1].aclose)
         if account is None or url is None or self._nursery is None:
             return
-        client = BtpClient(
-            parse_btp_url(url),
-            handler=self.connector.handler_for(account),
-            address=self.connector.address,
-            persistent=True,
-        )
+        client: BtpClient | HttpLink
+        if is_http_url(url):
+            target, peer_name, token = split_http_url(url)
+            client = HttpLink(
+                target, token=token, peer_name=peer_name, address=self.connector.address
+            )
+        else:
+            client = BtpClient(
+                parse_btp_url(url),
+                handler=self.connector.handler_for(account),
+                address=self.connector.address,
+                persistent=True,
+            )
         self._dialers[name] = (url, client)
         account.links[:] = [client]
         self._nursery_start(client.run)

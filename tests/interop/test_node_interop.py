@@ -15,6 +15,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ import trio
 from ilp_cli.exit_codes import ExitCode
 
 from ilp.btp.client import BtpClient
+from ilp.http import HttpLink
 from ilp.node.config import AccountConfig, NodeConfig
 from ilp.node.node import Node, open_node
 from tests.interop.harness import JsProcess, free_port, run_js, run_program
@@ -314,3 +316,43 @@ async def test_our_node_dials_connector_js(interop: Path, tmp_path: Path) -> Non
                 await node.wait_connected("harness")
                 assert node.is_connected(node.connector.accounts["harness"])
                 await payments_both_ways(interop, node, connector, receiver, tmp_path)
+
+
+async def test_connector_js_peered_with_our_node_over_http(interop: Path, tmp_path: Path) -> None:
+    """ILP over HTTP both ways: our node POSTs to connector.js's ilp-plugin-http port with the
+    token it wants, connector.js POSTs to our node's ``/accounts/harness/ilp`` with the token
+    our account has; payments cross both connectors in both directions."""
+    port, http_port = free_port(), free_port()
+    harness = AccountConfig(
+        "harness",
+        "peer",
+        token="harness-outgoing-secret",  # connector.js's --http-outgoing-token (its default)
+        url=f"http://:harness-incoming-secret@127.0.0.1:{http_port}/",
+        routes=("test.harness",),
+    )
+    config = replace(node_config(harness, payer_account()), api_port=0)
+    with trio.fail_after(LIMIT):
+        async with (
+            open_node(config) as node,
+            run_js(
+                interop,
+                "connector.js",
+                "--btp-port",
+                str(port),
+                "--http-port",
+                str(http_port),
+                "--http-url",
+                f"http://127.0.0.1:{node.api_port}/accounts/harness/ilp",
+                "--http-relation",
+                "peer",
+                "--http-prefix",
+                ADDRESS,
+                "--max-lifetime-s",
+                "120",
+            ) as connector,
+            receiver_js(interop, port) as receiver,
+        ):
+            assert connector.ready["http_peer"]["prefix"] == ADDRESS
+            links = node.connector.accounts["harness"].links
+            assert len(links) == 1 and isinstance(links[0], HttpLink)
+            await payments_both_ways(interop, node, connector, receiver, tmp_path)

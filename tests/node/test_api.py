@@ -14,6 +14,7 @@ import logging
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,14 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ilp.http import open_http_link
+from ilp.ildcp import fetch_config, make_request
 from ilp.node import NodeConfig, open_node
 from ilp.node.api import MAX_BODY, ROUTES, NodeApi
 from ilp.node.connector import hash_token
 from ilp.node.node import Node
+from ilp.spsp import parse_spsp_response
+from ilp.stream.pay import pay
 
 ADMIN = "x" * 20
 AUTH = {"Authorization": f"Bearer {ADMIN}"}
@@ -156,6 +161,9 @@ def check_documented(response: httpx.Response, path: str, method: str) -> None:
         return
     kind = response.headers["content-type"]
     assert kind in content, f"{method} {path}: {kind} is not documented for {status}"
+    if "json" not in kind:  # ILP packets and plain-text reasons
+        assert content[kind]["schema"]["type"] == "string"
+        return
     conforms(response.json(), content[kind]["schema"], doc, f"{method} {path} {status}")
 
 
@@ -207,6 +215,7 @@ OPERATIONS: list[tuple[str, str, dict[str, Any] | None]] = [
     ("DELETE", "/accounts/{name}", None),
 ]
 SAMPLES = {"name": "alice", "prefix": "g.sample", "asset_code": "EUR"}
+ILP_OPERATION = ("/accounts/{name}/ilp", "POST")  # ILP packets, not JSON: its own test below
 
 
 def template_of(path: str) -> str | None:
@@ -221,7 +230,7 @@ def concrete(path: str) -> str:
 
 
 async def test_every_documented_operation_works_as_documented(api: Api) -> None:
-    assert {(path, method) for method, path, _ in OPERATIONS} == documented()
+    assert {(path, method) for method, path, _ in OPERATIONS} | {ILP_OPERATION} == documented()
     await api.account("bob")
     for method, path, body in OPERATIONS:
         content = None
@@ -304,6 +313,52 @@ async def test_admin_endpoints_need_the_token(api: Api, authorization: str | Non
     accounts = (await api.client.get("/accounts")).json()
     assert [(a["name"], a["balance"], a["credit_limit"]) for a in accounts] == [("alice", "0", "7")]
     assert (api.node.status()["routes"], dict(api.node.connector.rates)) == before
+
+
+async def test_ilp_over_http_endpoint_takes_the_accounts_own_token(api: Api) -> None:
+    """POST /accounts/{name}/ilp: ILDCP and a payment from an ILP-over-HTTP child, answered as
+    documented; the admin token is not what opens it, and a wrong or missing token is 401."""
+    await api.account("alice", token="alice-http-token")
+    await api.account("bob")
+    url = f"{api.base}/accounts/alice/ilp"
+    async with open_http_link(url, token="alice-http-token", address="test.node.alice") as alice:
+        config = await fetch_config(alice)
+        assert config.client_address == "test.node.alice"
+        to_bob = await api.client.get("/spsp/bob")
+        creds = parse_spsp_response(to_bob.content, status=to_bob.status_code)
+        result = await pay(
+            alice,
+            creds.destination_account,
+            creds.shared_secret,
+            source_amount=4321,
+            source_address=config.client_address,
+            source_asset=("XRP", 9),
+        )
+    assert result.amount_delivered == 4321
+    assert (await api.balance("alice"), await api.balance("bob")) == ("-4321", "4321")
+    ildcp = make_request(datetime.now(UTC) + timedelta(seconds=30)).encode()
+    async with httpx.AsyncClient() as anonymous:
+        good = await anonymous.post(
+            url, content=ildcp, headers={"Authorization": "Bearer alice-http-token"}
+        )
+        check_documented(good, *ILP_OPERATION)
+        for headers in ({}, AUTH, {"Authorization": "Bearer not-alices-token"}):
+            refused = await anonymous.post(url, content=ildcp, headers=headers)
+            assert refused.status_code == 401
+            assert refused.headers["www-authenticate"].startswith("Bearer")
+            check_documented(refused, *ILP_OPERATION)
+        nobody = await anonymous.post(
+            f"{api.base}/accounts/nobody/ilp",
+            content=ildcp,
+            headers={"Authorization": "Bearer alice-http-token"},
+        )
+        assert nobody.status_code == 401
+        garbage = await anonymous.post(
+            url, content=b"\x0c\x05", headers={"Authorization": "Bearer alice-http-token"}
+        )
+        assert garbage.status_code == 400
+        check_documented(garbage, *ILP_OPERATION)
+    assert "alice-http-token" not in (await api.client.get("/accounts/alice")).text
 
 
 async def test_spsp_needs_no_token(api: Api) -> None:
@@ -413,7 +468,8 @@ async def test_account_crud_round_trip(api: Api) -> None:
         {"credit_limit": "18446744073709551616"},
         {"asset_scale": 256},
         {"token": ""},
-        {"url": "http://example.com"},
+        {"url": "ftp://example.com"},
+        {"url": "https://example.com/#fragment"},
         {"routes": ["peer.config"]},
         {"colour": "red"},
     ):

@@ -194,7 +194,9 @@ def test_string_values_from_the_environment_are_parsed() -> None:
         ({"url": "btp+ws://:s@127.0.0.1:1"}, "child connects to us"),  # child is the default
         ({"relation": "sibling"}, "relation must be one of child, peer, parent"),
         ({"relation": 1}, "relation"),
-        ({"relation": "peer", "url": "http://127.0.0.1"}, "btp\\+ws"),
+        ({"relation": "peer", "url": "ftp://127.0.0.1"}, "btp\\+ws"),
+        ({"relation": "peer", "url": "https://user:pw@"}, "no host"),
+        ({"relation": "peer", "url": "http://h/#x"}, "fragment"),
         ({"relation": "peer", "url": 5}, "url"),
         ({"token": ""}, "token"),
         ({"token": 5}, "token"),

@@ -98,3 +98,74 @@ async def test_a_deleted_or_re_assetted_account_stops_its_receiver() -> None:
             await trio.testing.wait_all_tasks_blocked()
             assert second._nursery is None
             assert "carol" not in node._receivers
+
+
+async def _pay_child(payer_url: str, payee_url: str, amount: int) -> int:
+    """A STREAM payment from one BTP child to another; what was delivered."""
+    async with open_btp_client(payer_url) as payer, open_btp_client(payee_url) as payee:
+        payer_config = await fetch_config(payer)
+        payee_config = await fetch_config(payee)
+        server = StreamServer(bytes(32), payee_config.client_address, "XRP", 9, link=payee)
+        payee.handler = server
+        async with server:
+            destination, secret = server.generate_credentials()
+            result = await pay(
+                payer,
+                destination,
+                secret,
+                source_amount=amount,
+                source_address=payer_config.client_address,
+                source_asset=("XRP", 9),
+            )
+    assert result.status is PaymentStatus.COMPLETE, result.error
+    return result.amount_delivered
+
+
+async def test_two_nodes_peered_over_ilp_over_http_pay_both_ways() -> None:
+    """The parent link is ILP over HTTP both ways: the child node POSTs to the parent's
+    ``/accounts/down/ilp`` (and learns its address over it, ILDCP), the parent POSTs to the
+    child's ``/accounts/up/ilp``; each checks the other's token."""
+    upstream_config = NodeConfig(
+        address="test.up",
+        btp_port=0,
+        api_port=0,
+        accounts=(AccountConfig("down", "child", token="down-secret"),),
+    )
+    with trio.fail_after(30):
+        async with open_node(upstream_config) as upstream:
+            up_api = f"http://127.0.0.1:{upstream.api_port}"
+            downstream_config = NodeConfig(
+                address=None,  # learn it over ILDCP, over HTTP
+                btp_port=0,
+                api_port=0,
+                accounts=(
+                    AccountConfig(
+                        "up",
+                        "parent",
+                        token="up-secret",
+                        url=f"{up_api.replace('//', '//down:down-secret@')}/accounts/down/ilp",
+                    ),
+                ),
+            )
+            async with open_node(downstream_config) as downstream:
+                assert downstream.address == "test.up.down"
+                # The way back: the parent's account for the child gets the child's endpoint.
+                upstream.put_account(
+                    AccountConfig(
+                        "down",
+                        "child",
+                        token="down-secret",
+                        url=f"http://:up-secret@127.0.0.1:{downstream.api_port}/accounts/up/ilp",
+                    )
+                )
+                down_btp = f"btp+ws://alice:a@127.0.0.1:{downstream.btp_port}"
+                up_btp = f"btp+ws://bob:b@127.0.0.1:{upstream.btp_port}"
+                assert await _pay_child(down_btp, up_btp, 5000) == 5000
+                assert await _pay_child(up_btp, down_btp, 2000) == 2000
+                down_accounts = downstream.connector.accounts
+                assert (down_accounts["alice"].balance, down_accounts["up"].balance) == (
+                    -3000,
+                    3000,
+                )
+                up_accounts = upstream.connector.accounts
+                assert (up_accounts["down"].balance, up_accounts["bob"].balance) == (-3000, 3000)

@@ -231,6 +231,14 @@ def run_js(
     return rates, errors, version
 
 
+def _node_version(node: str) -> str | None:
+    try:
+        done = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout.strip() or None
+
+
 def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}".splitlines()[0]
 
@@ -286,6 +294,9 @@ def run(
             else:
                 notes[b.name].append(errors[b.js])
                 print(f"{b.name}: {errors[b.js]}", file=log)
+    if node_version is None and settings.node is not None and measured:
+        # Measured rows (the node benchmarks) start connector.js themselves, not a bench script.
+        node_version = _node_version(settings.node)
     rows = []
     for b in benchmarks:
         row_notes = notes[b.name]

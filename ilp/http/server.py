@@ -32,13 +32,14 @@ from __future__ import annotations
 import hmac
 import inspect
 import logging
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final
+from typing import Final
 
 import trio
 
+from .._asgi import Receive, Scope, Send, header, serve_lifespan
 from ..btp.session import local_reject
 from ..errors import DecodeError
 from ..link import PrepareHandler, Reply
@@ -50,10 +51,6 @@ __all__ = ["MAX_REQUEST_SIZE", "IlpHttpApp", "IlpHttpRequest", "Resolver", "serv
 
 _log = logging.getLogger("ilp.http.server")
 
-Scope = Mapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 MAX_REQUEST_SIZE: Final = 64 * 1024
 """The largest request body read (413 above it); an ILP packet is at most about 32 KiB."""
@@ -82,15 +79,8 @@ class _HttpError(Exception):
         self.headers = headers
 
 
-def _header(scope: Scope, name: bytes) -> bytes | None:
-    for key, value in scope.get("headers", ()):
-        if bytes(key).lower() == name:
-            return bytes(value)
-    return None
-
-
 def _bearer(scope: Scope) -> str | None:
-    raw = _header(scope, b"authorization")
+    raw = header(scope, b"authorization")
     if raw is None:
         return None
     scheme, _, credentials = raw.strip().partition(b" ")
@@ -140,13 +130,7 @@ class IlpHttpApp:
         """The ASGI entry point (HTTP and lifespan scopes)."""
         kind = scope.get("type")
         if kind == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            await serve_lifespan(receive, send)
         elif kind == "http":
             await self.handle_http(scope, receive, send)
         else:
@@ -179,7 +163,7 @@ class IlpHttpApp:
         if str(scope.get("method", "")).upper() != "POST":
             raise _HttpError(405, "POST an ILP Prepare here", ((b"allow", b"POST"),))
         handler = await self._authorize(scope)
-        kind = _header(scope, b"content-type")
+        kind = header(scope, b"content-type")
         media = kind.partition(b";")[0].strip().lower().decode("latin-1") if kind else None
         if media is not None and media not in _ACCEPTED_TYPES:
             raise _HttpError(400, f"the Content-Type must be {CONTENT_TYPE}, not {media[:60]!r}")
@@ -202,7 +186,7 @@ class IlpHttpApp:
                 return self._handler
         else:
             assert self._resolve is not None
-            name = _header(scope, b"ilp-peer-name")
+            name = header(scope, b"ilp-peer-name")
             request = IlpHttpRequest(
                 str(scope.get("path", "/")),
                 token,

@@ -36,11 +36,12 @@ import hmac
 import json
 import logging
 import re
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 from urllib.parse import unquote_to_bytes, urlsplit, urlunsplit
 
+from .._asgi import Receive, Scope, Send, header
 from ..btp.url import parse_btp_url
 from ..errors import SpspError
 from ..http.client import split_http_url
@@ -61,10 +62,6 @@ __all__ = ["MAX_BODY", "ROUTES", "NodeApi"]
 
 _log = logging.getLogger("ilp.node.api")
 
-Scope = Mapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 MAX_BODY: Final = 64 * 1024
 """The largest request body accepted (413 above it)."""
@@ -139,13 +136,6 @@ class _Response:
 
 
 # -- request helpers --------------------------------------------------------------------------
-
-
-def _header(scope: Scope, name: bytes) -> bytes | None:
-    for key, value in scope.get("headers", ()):
-        if bytes(key).lower() == name:
-            return bytes(value)
-    return None
 
 
 def _segments(scope: Scope) -> list[str] | None:
@@ -348,15 +338,15 @@ class _Body:
     def __init__(self, scope: Scope, receive: Receive) -> None:
         self._scope = scope
         self._receive = receive
-        length = _header(scope, b"content-length")
+        length = header(scope, b"content-length")
         self.unread = (length is not None and length.strip() not in (b"", b"0")) or (
-            _header(scope, b"transfer-encoding") is not None
+            header(scope, b"transfer-encoding") is not None
         )
         """Whether the client sent a body we have not read to its end."""
 
     async def read(self) -> bytes:
         too_large = ApiError(413, "PayloadTooLarge", f"the body may be at most {MAX_BODY} bytes")
-        length = _header(self._scope, b"content-length")
+        length = header(self._scope, b"content-length")
         if length is not None and length.strip().isdigit() and int(length) > MAX_BODY:
             raise too_large
         chunks: list[bytes] = []
@@ -496,7 +486,7 @@ class NodeApi:
             raise ApiError(400, "BadRequest", str(exc)) from None
 
     def _authorized(self, scope: Scope) -> bool:
-        raw = _header(scope, b"authorization")
+        raw = header(scope, b"authorization")
         expected = self._node.admin_token.encode("utf-8")
         if raw is None or not expected:
             return False

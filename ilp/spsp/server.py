@@ -28,21 +28,18 @@ import inspect
 import json
 import logging
 import socket
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Awaitable, Callable
 from typing import Any, Final, Protocol, cast
 
 import trio
 
+from .._asgi import Receive, Scope, Send, header, serve_lifespan
 from .pointer import SPSP_CONTENT_TYPE
 
 __all__ = ["AccountResolver", "CredentialSource", "SpspApp", "serve_spsp"]
 
 _log = logging.getLogger("ilp.spsp.server")
 
-Scope = Mapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 AccountResolver = Callable[[str], "str | Awaitable[str | None] | None"]
 """Given the request path, the tag for the connection's credentials, or None: no such receiver."""
@@ -70,15 +67,8 @@ class _BadRequestError(Exception):
     pass
 
 
-def _header(scope: Scope, name: bytes) -> bytes | None:
-    for key, value in scope.get("headers", ()):
-        if bytes(key).lower() == name:
-            return bytes(value)
-    return None
-
-
-def _base64_header(scope: Scope, name: str, size: int) -> bytes | None:
-    raw = _header(scope, name.lower().encode("ascii"))
+def _base64header(scope: Scope, name: str, size: int) -> bytes | None:
+    raw = header(scope, name.lower().encode("ascii"))
     if raw is None:
         return None
     text = raw.strip().replace(b"-", b"+").replace(b"_", b"/").rstrip(b"=")
@@ -116,20 +106,11 @@ class SpspApp:
         """The ASGI entry point (HTTP and lifespan scopes)."""
         kind = scope.get("type")
         if kind == "lifespan":
-            await self._lifespan(receive, send)
+            await serve_lifespan(receive, send)
         elif kind == "http":
             await self._http(scope, send)
         else:
             raise ValueError(f"SpspApp does not serve {kind!r} connections")
-
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
 
     async def _http(self, scope: Scope, send: Send) -> None:
         method = scope.get("method", "GET")
@@ -141,8 +122,8 @@ class SpspApp:
             return
         path = str(scope.get("path", "/"))
         try:
-            nonce = _base64_header(scope, "Receipt-Nonce", 16)
-            secret = _base64_header(scope, "Receipt-Secret", 32)
+            nonce = _base64header(scope, "Receipt-Nonce", 16)
+            secret = _base64header(scope, "Receipt-Secret", 32)
             if (nonce is None) != (secret is None):
                 raise _BadRequestError("send both Receipt-Nonce and Receipt-Secret, or neither")
         except _BadRequestError as exc:

@@ -197,7 +197,8 @@ class HttpLink:
             except httpx.TransportError as exc:
                 return local_reject(
                     "T01",
-                    f"cannot reach the ILP-over-HTTP peer at {_shown(self.url)} ({transport_reason(exc)})",
+                    f"cannot reach the ILP-over-HTTP peer at {_shown(self.url)} "
+                    f"({transport_reason(exc)})",
                     self.address,
                 )
             except _TooLargeError:
@@ -294,7 +295,8 @@ async def open_http_link(
     """Yield an :class:`HttpLink` to ``url``; leaving the block closes its connections.
 
     Nothing is sent on entry (HTTP has no handshake): a wrong URL or token shows in the first
-    reply, as ``T01`` or ``F02``. ``verify`` is httpx's TLS setting (an :class:`ssl.SSLContext`, or False).
+    reply, as ``T01`` or ``F02``. ``verify`` is httpx's TLS setting (an :class:`ssl.SSLContext`,
+    or False).
     """
     link = HttpLink(
         url,

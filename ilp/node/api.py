@@ -7,8 +7,8 @@
 Every endpoint but SPSP and ILP over HTTP needs ``Authorization: Bearer <admin token>``
 (compared in constant time); without it the answer is 401 with ``WWW-Authenticate: Bearer``.
 ``/accounts/{name}/ilp`` takes the Prepares of an ILP-over-HTTP peer instead (RFC 35, answered
-by an :class:`~ilp.http.IlpHttpApp`), authenticated by that account's own token. The endpoints (all JSON;
-``docs/openapi.json`` describes each one, and :data:`ROUTES` lists them)::
+by an :class:`~ilp.http.IlpHttpApp`), authenticated by that account's own token. The endpoints
+(all JSON but that one; ``docs/openapi.json`` describes each one, and :data:`ROUTES` lists them)::
 
     GET    /status                                   node.status()
     GET    /accounts                POST /accounts   list, create (201; 409 if the name exists)

@@ -147,10 +147,11 @@ def check_account_url(url: str) -> None:
     URL (``https://name:token@host/path``: the token goes out as a bearer token)."""
     if is_http_url(url):
         split_http_url(url)
-    elif url[:4].lower() in ("btp+", "ws:/", "wss:"):
+        return
+    try:
         parse_btp_url(url)
-    else:
-        raise ValueError("url must be a btp+ws://, btp+wss://, http:// or https:// URL")
+    except ValueError as exc:
+        raise ValueError(f"{exc} (or http:// or https:// for ILP over HTTP)") from None
 
 
 def _amount(value: object, what: str) -> int | None:

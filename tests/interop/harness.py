@@ -22,7 +22,7 @@ import signal
 import socket
 import subprocess
 from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -254,3 +254,19 @@ async def run_program(
         raise body_error
     if problem is not None:
         raise problem
+
+
+def receiver_js(
+    interop_dir: Path, btp_port: int, *args: str
+) -> AbstractAsyncContextManager[JsProcess]:
+    """receiver.js as the child ``receiver`` (token ``receiver-secret``) of the BTP server on
+    ``btp_port``, its SPSP endpoint on a free port; ``args`` add to its flags."""
+    return run_js(
+        interop_dir,
+        "receiver.js",
+        "--btp",
+        f"btp+ws://receiver:receiver-secret@127.0.0.1:{btp_port}",
+        "--spsp-port",
+        "0",
+        *args,
+    )

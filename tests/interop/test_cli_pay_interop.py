@@ -26,7 +26,7 @@ import pytest
 import trio
 from ilp_cli.exit_codes import ExitCode
 
-from tests.interop.harness import JsProcess, free_port, run_js
+from tests.interop.harness import JsProcess, free_port, receiver_js, run_js
 
 pytestmark = pytest.mark.interop
 
@@ -51,13 +51,9 @@ async def network(
             "240",
             *connector_args,
         ) as connector,
-        run_js(
+        receiver_js(
             interop,
-            "receiver.js",
-            "--btp",
-            f"btp+ws://receiver:receiver-secret@127.0.0.1:{port}",
-            "--spsp-port",
-            "0",
+            port,
             "--money-events",
             "true" if money_events else "false",
             "--max-lifetime-s",

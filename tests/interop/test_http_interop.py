@@ -28,7 +28,7 @@ from ilp.packet import Prepare, Reject
 from ilp.spsp import parse_spsp_response
 from ilp.stream.pay import PaymentStatus, pay
 from ilp.stream.server import StreamServer
-from tests.interop.harness import JsProcess, free_port, run_js
+from tests.interop.harness import JsProcess, free_port, receiver_js, run_js
 
 pytestmark = pytest.mark.interop
 
@@ -94,16 +94,7 @@ async def test_our_pay_over_http_to_receiver_js(interop: Path) -> None:
     with trio.fail_after(LIMIT):
         async with http_peering(interop, refuse) as peering:
             port = peering.connector.ready["btp_port"]
-            async with run_js(
-                interop,
-                "receiver.js",
-                "--btp",
-                f"btp+ws://receiver:receiver-secret@127.0.0.1:{port}",
-                "--spsp-port",
-                "0",
-                "--max-lifetime-s",
-                "180",
-            ) as receiver:
+            async with receiver_js(interop, port, "--max-lifetime-s", "180") as receiver:
                 async with httpx.AsyncClient() as http:
                     answer = await http.get(receiver.ready["spsp_url"])
                 creds = parse_spsp_response(answer.content, status=answer.status_code)
@@ -196,8 +187,8 @@ async def test_tokens_are_checked_both_ways(interop: Path) -> None:
     refused by us: connector.js turns our 401 into a Reject for the sender."""
     with trio.fail_after(LIMIT):
         async with http_peering(interop, refuse, our_token="not-what-they-send") as peering:
-            port = peering.connector.ready["http_peer"]["incoming_url"]
-            async with open_http_link(port, token="wrong-token-for-them") as wrong:
+            their_url = peering.connector.ready["http_peer"]["incoming_url"]
+            async with open_http_link(their_url, token="wrong-token-for-them") as wrong:
                 refused = await wrong.send(prepare_to("test.harness.http.x"))
             # A Prepare from our (correctly authenticated) link, routed back to the HTTP
             # account: connector.js POSTs it to our app, which refuses its token.

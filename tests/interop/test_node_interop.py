@@ -27,7 +27,7 @@ from ilp.btp.client import BtpClient
 from ilp.http import HttpLink
 from ilp.node.config import AccountConfig, NodeConfig
 from ilp.node.node import Node, open_node
-from tests.interop.harness import JsProcess, free_port, run_js, run_program
+from tests.interop.harness import JsProcess, free_port, receiver_js, run_js, run_program
 
 pytestmark = pytest.mark.interop
 
@@ -67,22 +67,6 @@ def payer_account(
 
 def balance(node: Node, name: str) -> int:
     return node.connector.accounts[name].balance
-
-
-@asynccontextmanager
-async def receiver_js(interop: Path, port: int) -> AsyncIterator[JsProcess]:
-    """receiver.js as the child ``receiver`` of the BTP server on ``port``."""
-    async with run_js(
-        interop,
-        "receiver.js",
-        "--btp",
-        f"btp+ws://receiver:receiver-secret@127.0.0.1:{port}",
-        "--spsp-port",
-        "0",
-        "--max-lifetime-s",
-        "120",
-    ) as receiver:
-        yield receiver
 
 
 def received(receiver: JsProcess) -> int:
@@ -168,7 +152,10 @@ async def test_ilp_pay_to_receiver_js_through_our_node(interop: Path) -> None:
     amount = 100_000
     config = node_config(payer_account(max_packet_amount=1000))
     with trio.fail_after(LIMIT):
-        async with open_node(config) as node, receiver_js(interop, btp_port(node)) as receiver:
+        async with (
+            open_node(config) as node,
+            receiver_js(interop, btp_port(node), "--max-lifetime-s", "120") as receiver,
+        ):
             assert receiver.ready["address"] == f"{ADDRESS}.receiver"
             assert node.connector.accounts["receiver"].relation == "child"
             url = receiver.ready["spsp_url"]
@@ -207,7 +194,10 @@ async def test_credit_limit_stops_a_payment(interop: Path) -> None:
     arrived, which is what the receiver counted and what the payer owes."""
     config = node_config(payer_account(credit_limit=5000))
     with trio.fail_after(LIMIT):
-        async with open_node(config) as node, receiver_js(interop, btp_port(node)) as receiver:
+        async with (
+            open_node(config) as node,
+            receiver_js(interop, btp_port(node), "--max-lifetime-s", "120") as receiver,
+        ):
             url = receiver.ready["spsp_url"]
             code, out = await ilp_pay(url, 20_000, child_url(node, "payer"), "--timeout", "5")
             # T04 is temporary: `ilp pay` backs off and retries until --timeout.
@@ -271,7 +261,7 @@ async def test_connector_js_dials_our_node(interop: Path, tmp_path: Path) -> Non
                     "--max-lifetime-s",
                     "120",
                 ) as connector,
-                receiver_js(interop, port) as receiver,
+                receiver_js(interop, port, "--max-lifetime-s", "120") as receiver,
             ):
                 # connector.js is ready once its dial-out is up (or after 10 s without it).
                 assert connector.ready["accounts"]["btppeer"]["connected"] is True
@@ -310,7 +300,7 @@ async def test_our_node_dials_connector_js(interop: Path, tmp_path: Path) -> Non
                     "--max-lifetime-s",
                     "120",
                 ) as connector,
-                receiver_js(interop, port) as receiver,
+                receiver_js(interop, port, "--max-lifetime-s", "120") as receiver,
             ):
                 assert connector.ready["accounts"]["btpin"]["connected"] is True
                 await node.wait_connected("harness")
@@ -350,7 +340,7 @@ async def test_connector_js_peered_with_our_node_over_http(interop: Path, tmp_pa
                 "--max-lifetime-s",
                 "120",
             ) as connector,
-            receiver_js(interop, port) as receiver,
+            receiver_js(interop, port, "--max-lifetime-s", "120") as receiver,
         ):
             assert connector.ready["http_peer"]["prefix"] == ADDRESS
             links = node.connector.accounts["harness"].links

@@ -23,7 +23,7 @@ from ilp.spsp import query_spsp
 from ilp.stream.client import ConnectionRouter, open_stream_connection
 from ilp.stream.connection import DataStream
 from ilp.stream.receipt import verify_receipt
-from tests.interop.harness import JsProcess, free_port, run_js
+from tests.interop.harness import JsProcess, free_port, receiver_js, run_js
 
 pytestmark = pytest.mark.interop
 
@@ -38,15 +38,7 @@ async def network(
     port = free_port()
     async with (
         run_js(interop, "connector.js", "--btp-port", str(port), *connector_args) as connector,
-        run_js(
-            interop,
-            "receiver.js",
-            "--btp",
-            f"btp+ws://receiver:receiver-secret@127.0.0.1:{port}",
-            "--spsp-port",
-            "0",
-            *receiver_args,
-        ) as receiver,
+        receiver_js(interop, port, *receiver_args) as receiver,
     ):
         yield connector, receiver
 

@@ -20,7 +20,7 @@ from ilp.btp import open_btp_client
 from ilp.ildcp import fetch_config
 from ilp.spsp import SpspResponse, parse_spsp_response
 from ilp.stream.pay import FailureKind, PaymentProgress, PaymentStatus, pay, quote
-from tests.interop.harness import JsProcess, free_port, run_js
+from tests.interop.harness import JsProcess, free_port, receiver_js, run_js
 
 pytestmark = pytest.mark.interop
 
@@ -43,16 +43,7 @@ async def network(
             "180",
             *connector_args,
         ) as connector,
-        run_js(
-            interop,
-            "receiver.js",
-            "--btp",
-            f"btp+ws://receiver:receiver-secret@127.0.0.1:{port}",
-            "--spsp-port",
-            "0",
-            "--max-lifetime-s",
-            "180",
-        ) as receiver,
+        receiver_js(interop, port, "--max-lifetime-s", "180") as receiver,
     ):
         yield connector, receiver
 

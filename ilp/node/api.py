@@ -281,7 +281,12 @@ def _opt_amount(value: int | None) -> str | None:
 
 
 def _route_json(route: RouteInfo) -> dict[str, object]:
-    return {"prefix": route.prefix, "account": route.account or None, "kind": route.kind}
+    return {
+        "prefix": route.prefix,
+        "account": route.account or None,
+        "kind": route.kind,
+        "path": list(route.path),
+    }
 
 
 def _result_json(result: PaymentResult) -> dict[str, object]:

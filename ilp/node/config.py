@@ -8,6 +8,9 @@
     data_dir = "node-data"           # the SQLite store lives here; omit for the default
     spread = "0.002"                 # kept by the node on every conversion
     open_children = true             # unknown BTP clients become child accounts (moneyd style)
+    route_broadcast = true           # exchange routes (CCP) with peers and parents
+    route_broadcast_interval = 30    # seconds between route updates to each peer
+    route_expiry = 45                # seconds peers may keep our routes without a refresh
 
     [btp]                            # our BTP server, for children and for peers that dial us
     host = "127.0.0.1"
@@ -257,6 +260,12 @@ class NodeConfig:
     """Seconds taken off every expiry we forward; less time left than this is R02."""
     max_hold_time: float = 30.0
     """The longest we hold a forwarded Prepare, whatever its expiry says."""
+    route_broadcast: bool = True
+    """Exchange routes (CCP) with peer and parent accounts."""
+    route_broadcast_interval: float = 30.0
+    """Seconds between the route updates (heartbeats) sent to each peer that asked for them."""
+    route_expiry: float = 45.0
+    """Seconds a peer may keep our routes without a refresh (the hold-down time we send)."""
     rates: Mapping[str, Fraction] = field(default_factory=dict)
     routes: Mapping[str, str] = field(default_factory=dict)
     accounts: tuple[AccountConfig, ...] = ()
@@ -307,6 +316,9 @@ _SETTINGS: Final = {
     "child_max_packet_amount",
     "min_message_window",
     "max_hold_time",
+    "route_broadcast",
+    "route_broadcast_interval",
+    "route_expiry",
 }
 
 
@@ -368,13 +380,10 @@ def _build(settings: dict[str, Any], raw: Mapping[str, Any]) -> NodeConfig:
     token = settings.get("admin_token")
     if token is not None and (not isinstance(token, str) or len(token) < 16):
         raise ConfigError("admin_token: use at least 16 characters")
-    open_children = settings.get("open_children", True)
-    if isinstance(open_children, str) and open_children.lower() in _BOOLEANS:
-        open_children = _BOOLEANS[open_children.lower()]
-    if not isinstance(open_children, bool):
-        raise ConfigError("open_children: true or false")
+    open_children = _boolean(settings, "open_children")
+    route_broadcast = _boolean(settings, "route_broadcast")
     windows = {}
-    for key in ("min_message_window", "max_hold_time"):
+    for key in ("min_message_window", "max_hold_time", "route_broadcast_interval", "route_expiry"):
         value = settings.get(key, getattr(defaults, key))
         if (
             isinstance(value, bool)
@@ -394,7 +403,8 @@ def _build(settings: dict[str, Any], raw: Mapping[str, Any]) -> NodeConfig:
         api_port=None if api_port in (None, "off", "") else _port(api_port, "api.port"),
         admin_token=token,
         spread=spread,
-        open_children=bool(open_children),
+        open_children=open_children,
+        route_broadcast=route_broadcast,
         child_credit_limit=child_credit,
         child_max_packet_amount=child_max,
         rates=_rates(raw.get("rates", {})),
@@ -402,6 +412,15 @@ def _build(settings: dict[str, Any], raw: Mapping[str, Any]) -> NodeConfig:
         accounts=_accounts(raw.get("accounts", {})),
         **windows,
     )
+
+
+def _boolean(settings: Mapping[str, Any], key: str) -> bool:
+    value = settings.get(key, True)
+    if isinstance(value, str) and value.lower() in _BOOLEANS:
+        value = _BOOLEANS[value.lower()]
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}: true or false")
+    return value
 
 
 def _rates(raw: object) -> dict[str, Fraction]:

@@ -47,6 +47,7 @@ from typing import Final
 import trio
 
 from ..address import is_valid_address
+from ..ccp.packet import CCP_CONTROL_DESTINATION, CCP_UPDATE_DESTINATION
 from ..ildcp import ILDCP_DESTINATION, IldcpResponse, check_request
 from ..link import IlpLink, PrepareHandler, Reply, ReplyCallback
 from ..oer import MAX_UINT64
@@ -78,6 +79,7 @@ _F01, _F02, _F03, _F05, _F08 = (ErrorCode(c) for c in ("F01", "F02", "F03", "F05
 _T00, _T01, _T03, _T04 = (ErrorCode(c) for c in ("T00", "T01", "T03", "T04"))
 _R00, _R01, _R02 = (ErrorCode(c) for c in ("R00", "R01", "R02"))
 _sha256 = hashlib.sha256
+_CCP_DESTINATIONS: Final = frozenset((CCP_CONTROL_DESTINATION, CCP_UPDATE_DESTINATION))
 
 
 def hash_token(token: str) -> str:
@@ -163,11 +165,14 @@ class Account:
 @dataclass(frozen=True, slots=True)
 class RouteInfo:
     """One entry of the routing table: ``kind`` is ``static`` (stored), ``child`` (an account's
-    own address), ``local`` (the node receiving for its accounts) or ``default`` (the parent)."""
+    own address), ``local`` (the node receiving for its accounts), ``default`` (the parent) or
+    ``ccp`` (learned from a peer; ``path`` lists the connectors the route passes, nearest
+    first)."""
 
     prefix: str
     account: str
     kind: str
+    path: tuple[str, ...] = ()
 
 
 class AccountLink:
@@ -289,7 +294,10 @@ class Connector:
     ``local_handler(account)`` gives the handler that receives for ``account`` at
     ``<address>.~receive.<account>`` (the node's own STREAM receiver), or None.
     ``on_change(account_name)`` is called after an account was added, changed or removed, so
-    the node can start or stop its dial-out link.
+    the node can start or stop its dial-out link. ``on_routes()`` is called after the routes
+    the node originates changed (its address, children or static routes; see
+    :meth:`originated`). ``ccp(account, prepare)`` answers the CCP requests
+    (``peer.route.*``) of an account; without it they get F01.
     """
 
     def __init__(
@@ -304,6 +312,8 @@ class Connector:
         max_hold_time: float = 30.0,
         local_handler: Callable[[Account], PrepareHandler | None] | None = None,
         on_change: Callable[[str], None] | None = None,
+        on_routes: Callable[[], None] | None = None,
+        ccp: Callable[[Account, Prepare], Reply] | None = None,
         clock: Clock = _utcnow,
     ) -> None:
         self.store = store
@@ -315,10 +325,13 @@ class Connector:
         self._max_hold = timedelta(seconds=max_hold_time)
         self._local_handler = local_handler
         self._on_change = on_change
+        self.on_routes = on_routes
+        self.ccp = ccp
         self._clock = clock
         self.accounts: dict[str, Account] = {r.name: Account(r) for r in store.accounts()}
         self.rates: dict[str, Fraction] = store.rates()
         self._static: dict[str, str] = store.routes()
+        self._learned: dict[str, tuple[str, tuple[str, ...]]] = {}
         self._table: RoutingTable[object] = RoutingTable()
         self._rate_cache: dict[tuple[str, int, str, int], Fraction] = {}
         self.packets = {"fulfilled": 0, "rejected": 0}
@@ -333,6 +346,10 @@ class Connector:
         self._committer: trio.lowlevel.Task | None = None
         self._commit_woken = False
         self._rebuild_routes()
+
+    def now(self) -> datetime:
+        """The node's clock (UTC), as the packet rules read it."""
+        return self._clock()
 
     # -- the packet pipeline ---------------------------------------------------------------
 
@@ -600,8 +617,12 @@ class Connector:
         return account, self._local_handler(account)
 
     def _peer_protocol(self, source: Account, prepare: Prepare) -> Reply:
+        if prepare.destination in _CCP_DESTINATIONS:
+            if self.ccp is None:
+                return self._reject(_F01, "this node does not exchange routes (CCP is off)")
+            return self.ccp(source, prepare)
         if prepare.destination != ILDCP_DESTINATION:
-            return self._reject(_F01, "unknown peer protocol (this node does not speak CCP)")
+            return self._reject(_F01, f"unknown peer protocol {prepare.destination[:80]}")
         if source.relation != "child":
             return self._reject(_F01, "ILDCP is served to child accounts only")
         try:
@@ -625,8 +646,16 @@ class Connector:
         self.address = address
         self._rebuild_routes()
 
-    def _rebuild_routes(self) -> None:
+    def _rebuild_routes(self, *, originated: bool = True) -> None:
+        """Build the table the packets use: learned routes, then the parent's default route,
+        the children, the node's own receivers and static routes, each over the ones before
+        for the same prefix. ``originated``: the node's own routes may have changed (tell
+        ``on_routes``)."""
         table: RoutingTable[object] = RoutingTable()
+        for prefix, (name, _) in self._learned.items():
+            target = self.accounts.get(name)
+            if target is not None and is_valid_prefix(prefix):
+                table.set(prefix, target)
         for account in self.accounts.values():
             if account.relation == "parent" and DEFAULT_PREFIX not in table:
                 table.set(DEFAULT_PREFIX, account)
@@ -640,6 +669,26 @@ class Connector:
             if target is not None:
                 table.set(prefix, target)
         self._table = table
+        if originated and self.on_routes is not None:
+            self.on_routes()
+
+    def originated(self) -> tuple[dict[str, str], dict[str, str]]:
+        """The routes this node starts: its address (to ``""``, itself) and its children's
+        addresses (prefix -> account), and its static routes (prefix -> account)."""
+        local = {}
+        if is_valid_address(self.address):
+            local[self.address] = ""
+        for account in self.accounts.values():
+            if account.relation == "child" and is_valid_address(self.child_address(account.name)):
+                local[self.child_address(account.name)] = account.name
+        static = {p: a for p, a in self._static.items() if a in self.accounts}
+        return local, static
+
+    def set_learned_routes(self, routes: dict[str, tuple[str, tuple[str, ...]]]) -> None:
+        """Replace the routes learned from peers: prefix -> (account, path)."""
+        if routes != self._learned:
+            self._learned = routes
+            self._rebuild_routes(originated=False)
 
     def routes(self) -> list[RouteInfo]:
         """The routing table as it is used, shortest prefix first."""
@@ -649,10 +698,16 @@ class Connector:
                 result.append(RouteInfo(prefix, "", "local"))
                 continue
             assert isinstance(hop, Account)
+            learned = self._learned.get(prefix)
             if self._static.get(prefix) == hop.name:
                 kind = "static"
-            elif prefix == DEFAULT_PREFIX:
+            elif prefix == DEFAULT_PREFIX and hop.relation == "parent":
                 kind = "default"
+            elif hop.relation == "child" and prefix == self.child_address(hop.name):
+                kind = "child"
+            elif learned is not None and learned[0] == hop.name:
+                result.append(RouteInfo(prefix, hop.name, "ccp", learned[1]))
+                continue
             else:
                 kind = "child"
             result.append(RouteInfo(prefix, hop.name, kind))

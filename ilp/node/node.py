@@ -34,6 +34,7 @@ import logging
 import os
 import secrets
 import time
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from fractions import Fraction
@@ -45,10 +46,19 @@ import trio
 from ..btp.client import BtpClient
 from ..btp.server import BtpRequest, BtpServerLink, serve_btp
 from ..btp.url import parse_btp_url
-from ..errors import IlpError
+from ..ccp.packet import (
+    CCP_CONTROL_DESTINATION,
+    CCP_RESPONSE,
+    RouteControlRequest,
+    RouteUpdateRequest,
+)
+from ..ccp.routing import RouteExchange, RoutingRefusedError
+from ..errors import DecodeError, IlpError
 from ..http.client import HttpLink, split_http_url
 from ..ildcp import fetch_config
-from ..link import PrepareHandler
+from ..link import PrepareHandler, Reply
+from ..packet import ErrorCode, Fulfill, Prepare, Reject
+from ..peer import PEER_EXPIRY, PeerRequestError
 from ..spsp.client import query_spsp
 from ..stream.pay import PaymentResult, pay
 from ..stream.server import StreamServer
@@ -84,6 +94,10 @@ class Node:
         self._server_links: dict[str, set[BtpServerLink]] = {}
         self._links_changed = trio.Event()
         self._secret = b""
+        self.routing: RouteExchange | None = None
+        """The route exchange (CCP) with peers and parents; None when ``route_broadcast`` is
+        off."""
+        self._routing_wake = trio.Event()
 
     # -- public -----------------------------------------------------------------------------
 
@@ -113,6 +127,27 @@ class Node:
             ),
             "routes": len(connector.routes()),
             "packets": dict(connector.packets),
+            "routing": self._routing_status(),
+        }
+
+    def _routing_status(self) -> dict[str, Any]:
+        routing = self.routing
+        if routing is None:
+            return {"enabled": False}
+        return {
+            "enabled": True,
+            "table_id": str(uuid.UUID(bytes=routing.table_id)),
+            "epoch": routing.epoch,
+            "peers": {
+                name: {
+                    "send": peer.send,
+                    "receive": peer.receive,
+                    "mode": peer.mode.name.lower(),
+                    "their_epoch": peer.next_epoch,
+                    "routes": len(peer.routes),
+                }
+                for name, peer in sorted(routing.peers.items())
+            },
         }
 
     def is_connected(self, account: Account) -> bool:
@@ -137,6 +172,7 @@ class Node:
     def _notify_links(self) -> None:
         self._links_changed.set()
         self._links_changed = trio.Event()
+        self._routing_wake.set()
 
     def receiver(self, name: str) -> StreamServer:
         """The node's STREAM receiver for account ``name`` (made and started on first use)."""
@@ -283,6 +319,17 @@ class Node:
                 local_handler=self._local_handler,
                 on_change=self._account_changed,
             )
+            if config.route_broadcast:
+                self.routing = RouteExchange(
+                    self._connector.address,
+                    hmac.new(self._secret, b"ccp routing", hashlib.sha256).digest(),
+                    relation_of=self._relation_of,
+                    route_expiry=config.route_expiry,
+                    broadcast_interval=config.route_broadcast_interval,
+                )
+                self._connector.on_routes = self._originated_changed
+                self._connector.ccp = self._handle_ccp
+                self._originated_changed()
             self._apply_config()
             failure: Exception | None = None
             async with trio.open_nursery() as nursery:
@@ -313,6 +360,8 @@ class Node:
             self._account_changed(name)
         if config.address is None:
             await self._address_from_parent()
+        if self.routing is not None:
+            nursery.start_soon(self._exchange_routes)
         self.btp_port = await nursery.start(
             serve_btp, self._on_client, config.btp_host, config.btp_port
         )
@@ -378,6 +427,158 @@ class Node:
         self.connector.set_address(config.client_address)
         for _, dialer in self._dialers.values():
             dialer.address = config.client_address
+
+    # -- routes (CCP) -----------------------------------------------------------------------
+
+    def _relation_of(self, name: str) -> str | None:
+        account = self.connector.accounts.get(name)
+        return None if account is None else account.relation
+
+    def _originated_changed(self) -> None:
+        """The node's address, children or static routes changed: tell the route exchange."""
+        routing = self.routing
+        if routing is None:
+            return
+        local, static = self.connector.originated()
+        self._routes_changed(routing.set_origin(self.connector.address, local, static))
+
+    def _routes_changed(self, changed: list[str]) -> None:
+        """Give the connector the learned routes and wake the exchange, if anything changed."""
+        if changed:
+            self._push_learned()
+
+    def _push_learned(self) -> None:
+        routing = self.routing
+        assert routing is not None
+        self.connector.set_learned_routes(
+            {prefix: (r.next_hop, r.path) for prefix, r in routing.learned().items()}
+        )
+        self._routing_wake.set()
+
+    def _handle_ccp(self, account: Account, prepare: Prepare) -> Reply:
+        """Answer a route control or route update request from ``account``."""
+        routing = self.routing
+        assert routing is not None
+        connector = self.connector
+        self._track_peer(account)
+        now = connector.now()
+        try:
+            if prepare.destination == CCP_CONTROL_DESTINATION:
+                routing.handle_control(account.name, RouteControlRequest.from_prepare(prepare, now))
+                self._routing_wake.set()
+            else:
+                update = RouteUpdateRequest.from_prepare(prepare, now)
+                try:
+                    changed = routing.handle_update(account.name, update, trio.current_time())
+                finally:
+                    self._push_learned()  # even a refused update may drop an old table's routes
+                if changed:
+                    _log.info(
+                        "routes from %s: %d new, %d withdrawn",
+                        account.name,
+                        len(update.new_routes),
+                        len(update.withdrawn_routes),
+                    )
+        except PeerRequestError as exc:
+            return Reject(exc.code, connector.address, f"not a valid CCP request: {exc}", b"")
+        except DecodeError as exc:
+            return Reject(ErrorCode("F01"), connector.address, f"not a valid CCP request: {exc}")
+        except RoutingRefusedError as exc:
+            return Reject(ErrorCode("F00"), connector.address, str(exc))
+        return CCP_RESPONSE
+
+    def _ccp_peer(self, account: Account) -> bool:
+        return account.relation != "child"
+
+    def _track_peer(self, account: Account) -> None:
+        """Make ``account`` a CCP peer of the exchange if it is one and is not yet."""
+        routing = self.routing
+        if (
+            routing is not None
+            and account.name not in routing.peers
+            and self._ccp_peer(account)
+            and self.is_connected(account)
+        ):
+            routing.add_peer(account.name, account.relation)
+
+    def _sync_peers(self) -> None:
+        """Peers whose link came up join the exchange (and are asked for routes); peers whose
+        link went down, or that are no CCP peers any more, leave it with their routes."""
+        routing = self.routing
+        assert routing is not None
+        accounts = self.connector.accounts
+        changed: list[str] = []
+        for name, peer in list(routing.peers.items()):
+            account = accounts.get(name)
+            if (
+                account is None
+                or not self._ccp_peer(account)
+                or account.relation != peer.relation
+                or not self.is_connected(account)
+            ):
+                _log.info("route exchange with %s stopped", name)
+                changed += routing.remove_peer(name)
+        for account in accounts.values():
+            if account.name not in routing.peers and self._ccp_peer(account):
+                self._track_peer(account)
+        self._routes_changed(changed)
+
+    async def _exchange_routes(self) -> None:
+        """The route exchange's task: follow the links, expire routes, and send the control
+        requests and updates that are due, each in a task of its own."""
+        routing = self.routing
+        assert routing is not None and self._nursery is not None
+        nursery = self._nursery
+        while True:
+            self._routing_wake = trio.Event()
+            self._sync_peers()
+            now = trio.current_time()
+            self._routes_changed(routing.expire(now))
+            for name in routing.controls_due(now):
+                nursery.start_soon(self._send_control, name)
+            for name in routing.updates_due(now):
+                update, first = routing.route_update(name, now)
+                nursery.start_soon(self._send_update, name, update, first)
+            # Links come and go without a wake-up from BtpClient: look again every second.
+            with trio.move_on_at(min(routing.next_due(now), now + 1.0)):
+                await self._routing_wake.wait()
+
+    async def _send_ccp(self, name: str, prepare: Prepare) -> bool:
+        """Send a CCP request to account ``name``; True if it was fulfilled."""
+        account = self.connector.accounts.get(name)
+        if account is None or not account.links:
+            return False
+        link = account.links[-1]
+        with trio.move_on_after(PEER_EXPIRY.total_seconds() + 1):
+            try:
+                reply = await link.send(prepare)
+            except (IlpError, OSError) as exc:
+                _log.debug("CCP request to %s failed: %s", name, exc)
+                return False
+            if isinstance(reply, Fulfill):
+                return True
+            _log.debug("CCP request to %s rejected: %s %s", name, reply.code, reply.message)
+        return False
+
+    async def _send_control(self, name: str) -> None:
+        routing = self.routing
+        assert routing is not None
+        if name not in routing.peers:
+            return
+        request = routing.control_request(name)
+        ok = await self._send_ccp(name, request.to_prepare(self.connector.now() + PEER_EXPIRY))
+        if not ok:
+            # Debug only: a parent that does not speak CCP refuses every 30 s.
+            _log.debug("%s did not take our route control request; asking again later", name)
+        routing.control_done(name, ok, trio.current_time())
+        self._routing_wake.set()
+
+    async def _send_update(self, name: str, update: RouteUpdateRequest, first: int) -> None:
+        routing = self.routing
+        assert routing is not None
+        ok = await self._send_ccp(name, update.to_prepare(self.connector.now() + PEER_EXPIRY))
+        routing.update_done(name, ok, first)
+        self._routing_wake.set()
 
     # -- links ------------------------------------------------------------------------------
 

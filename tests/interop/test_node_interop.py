@@ -19,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import trio
 from ilp_cli.exit_codes import ExitCode
@@ -26,6 +27,7 @@ from ilp_cli.exit_codes import ExitCode
 from ilp.btp.client import BtpClient
 from ilp.http import HttpLink
 from ilp.node.config import AccountConfig, NodeConfig
+from ilp.node.connector import RouteInfo
 from ilp.node.node import Node, open_node
 from tests.interop.harness import JsProcess, free_port, receiver_js, run_js, run_program
 
@@ -346,3 +348,118 @@ async def test_connector_js_peered_with_our_node_over_http(interop: Path, tmp_pa
             links = node.connector.accounts["harness"].links
             assert len(links) == 1 and isinstance(links[0], HttpLink)
             await payments_both_ways(interop, node, connector, receiver, tmp_path)
+
+
+# -- route exchange (CCP) with connector.js ----------------------------------------------------
+
+
+async def learned_route(node: Node, prefix: str) -> RouteInfo:
+    """Wait until our node has learned a route for ``prefix`` over CCP; that route."""
+    while True:
+        for route in node.connector.routes():
+            if route.prefix == prefix and route.kind == "ccp":
+                return route
+        await trio.sleep(0.05)
+
+
+async def js_routing(admin_port: int) -> dict[str, Any]:
+    """connector.js's ``GET /routing`` (its admin API)."""
+    async with httpx.AsyncClient() as client:
+        response = await client.get(f"http://127.0.0.1:{admin_port}/routing")
+        response.raise_for_status()
+        routing: dict[str, Any] = response.json()
+        return routing
+
+
+async def js_route(admin_port: int, prefix: str, *, present: bool = True) -> dict[str, Any]:
+    """Wait until connector.js has (or, ``present=False``, no longer has) a route for
+    ``prefix`` in its local routing table; that route (or {})."""
+    while True:
+        table = (await js_routing(admin_port))["localRoutingTable"]
+        if (prefix in table) == present:
+            route: dict[str, Any] = table.get(prefix, {})
+            return route
+        await trio.sleep(0.05)
+
+
+async def test_routes_exchanged_with_connector_js_that_dials_us(
+    interop: Path, tmp_path: Path
+) -> None:
+    """No static route on either side: connector.js (``--btp-peer-routes``) and our node learn
+    each other's address over CCP, and payments cross in both directions on those routes."""
+    harness = AccountConfig("harness", "peer", token=PEER_TOKEN)
+    port, admin = free_port(), free_port()
+    with trio.fail_after(LIMIT):
+        async with (
+            open_node(node_config(harness, payer_account())) as node,
+            run_js(
+                interop,
+                "connector.js",
+                "--btp-port",
+                str(port),
+                "--btp-peer-url",
+                f"btp+ws://:{PEER_TOKEN}@127.0.0.1:{btp_port(node)}",
+                "--btp-peer-relation",
+                "peer",
+                "--btp-peer-routes",
+                "true",
+                "--admin-port",
+                str(admin),
+                "--max-lifetime-s",
+                "120",
+            ) as connector,
+            receiver_js(interop, port, "--max-lifetime-s", "120") as receiver,
+        ):
+            assert connector.ready["static_routes"] == []
+            route = await learned_route(node, "test.harness")
+            assert (route.account, route.path) == ("harness", ("test.harness",))
+            theirs = await js_route(admin, ADDRESS)
+            assert theirs["nextHop"] == "btppeer"
+            assert theirs["path"] == ADDRESS
+            # Our children are reached through our address: not advertised one by one.
+            table = (await js_routing(admin))["localRoutingTable"]
+            assert not [p for p in table if p.startswith(ADDRESS + ".")]
+            status = node.status()["routing"]
+            assert status["peers"]["harness"]["mode"] == "sync"
+            await payments_both_ways(interop, node, connector, receiver, tmp_path)
+
+
+async def test_routes_follow_static_routes_and_links_with_connector_js(interop: Path) -> None:
+    """Our node dials connector.js (``--btp-listen-routes``). A static route added on our node
+    reaches connector.js over CCP with our address in its path, and is withdrawn there when it
+    is deleted; when connector.js goes away, so do the routes learned from it."""
+    port, listen_port, admin = free_port(), free_port(), free_port()
+    secret = "harness-listen-secret"
+    harness = AccountConfig("harness", "peer", url=f"btp+ws://:{secret}@127.0.0.1:{listen_port}")
+    with trio.fail_after(LIMIT):
+        async with open_node(node_config(harness, payer_account())) as node:
+            async with run_js(
+                interop,
+                "connector.js",
+                "--btp-port",
+                str(port),
+                "--btp-listen-port",
+                str(listen_port),
+                "--btp-listen-secret",
+                secret,
+                "--btp-listen-routes",
+                "true",
+                "--admin-port",
+                str(admin),
+                "--max-lifetime-s",
+                "120",
+            ):
+                route = await learned_route(node, "test.harness")
+                assert (route.account, route.path) == ("harness", ("test.harness",))
+                assert (await js_route(admin, ADDRESS))["nextHop"] == "btpin"
+                node.connector.set_route("test.elsewhere", "payer")
+                theirs = await js_route(admin, "test.elsewhere")
+                assert (theirs["nextHop"], theirs["path"]) == ("btpin", ADDRESS)
+                node.connector.delete_route("test.elsewhere")
+                await js_route(admin, "test.elsewhere", present=False)
+                assert "test.harness" in (await js_routing(admin))["localRoutingTable"]
+            # connector.js stopped: its routes go with its link.
+            while any(r.kind == "ccp" for r in node.connector.routes()):
+                await trio.sleep(0.05)
+            assert node.connector.accounts["harness"].links  # our dialer keeps trying
+            assert "harness" not in node.status()["routing"]["peers"]

@@ -436,7 +436,7 @@ async def test_account_crud_round_trip(api: Api) -> None:
         "url": None,
     }
     routes = (await api.client.get("/routes")).json()
-    assert {"prefix": "g.carol", "account": "carol", "kind": "static"} in routes
+    assert {"prefix": "g.carol", "account": "carol", "kind": "static", "path": []} in routes
 
     again = await api.client.post("/accounts", json={"name": "carol"})
     assert again.status_code == 409
@@ -592,25 +592,25 @@ async def test_routes(api: Api) -> None:
     await api.account("alice")
     await api.account("up", relation="parent")
     routes = (await api.client.get("/routes")).json()
-    assert {"prefix": "test.node.alice", "account": "alice", "kind": "child"} in routes
-    assert {"prefix": "", "account": "up", "kind": "default"} in routes
-    assert {"prefix": "test.node.~receive", "account": None, "kind": "local"} in routes
+    assert {"prefix": "test.node.alice", "account": "alice", "kind": "child", "path": []} in routes
+    assert {"prefix": "", "account": "up", "kind": "default", "path": []} in routes
+    assert {"prefix": "test.node.~receive", "account": None, "kind": "local", "path": []} in routes
 
     response = await api.client.put("/routes/g.foo", json={"account": "alice"})
     assert response.status_code == 200
-    assert response.json() == {"prefix": "g.foo", "account": "alice", "kind": "static"}
+    assert response.json() == {"prefix": "g.foo", "account": "alice", "kind": "static", "path": []}
     response = await api.client.put("/routes", json={"prefix": "", "account": "alice"})
-    assert response.json() == {"prefix": "", "account": "alice", "kind": "static"}
+    assert response.json() == {"prefix": "", "account": "alice", "kind": "static", "path": []}
     routes = (await api.client.get("/routes")).json()
-    assert {"prefix": "", "account": "alice", "kind": "static"} in routes
-    assert {"prefix": "g.foo", "account": "alice", "kind": "static"} in routes
+    assert {"prefix": "", "account": "alice", "kind": "static", "path": []} in routes
+    assert {"prefix": "g.foo", "account": "alice", "kind": "static", "path": []} in routes
 
     assert (await api.client.delete("/routes/g.foo")).status_code == 204
     assert (await api.client.delete("/routes/g.foo")).status_code == 404
     response = await api.client.request("DELETE", "/routes", json={"prefix": ""})
     assert response.status_code == 204
     routes = (await api.client.get("/routes")).json()
-    assert {"prefix": "", "account": "up", "kind": "default"} in routes
+    assert {"prefix": "", "account": "up", "kind": "default", "path": []} in routes
     assert all(r["kind"] != "static" for r in routes)
 
     for path, body in (

@@ -16,6 +16,7 @@ SANS_IO_MODULES = [
     "ilp.crypto",
     "ilp.ildcp",
     "ilp.ccp.packet",
+    "ilp.ccp.routing",
     "ilp.btp.packet",
     "ilp.btp.session",
     "ilp.btp.url",

@@ -117,6 +117,7 @@ class PeerState:
     expires_at: float = -math.inf
     control_due: float | None = 0.0
     """When to send the next control request (None: acknowledged, or one is on its way)."""
+    control_failures: int = 0
     # sending
     mode: Mode = Mode.IDLE
     next_epoch: int = 0
@@ -131,7 +132,8 @@ class RouteExchange:
     ``relation_of(account)`` names the relation of an account (``child``, ``peer``,
     ``parent``) or returns None for an unknown one. ``route_expiry`` (seconds) is the hold-down
     time sent to peers; ``broadcast_interval`` the seconds between heartbeats to each peer;
-    ``control_retry`` the seconds before a refused or lost control request is sent again.
+    ``control_retry`` the longest wait before a refused or lost control request is sent again
+    (the waits double from 1 s up to it: an HTTP peer may just not be listening yet).
     """
 
     def __init__(
@@ -197,6 +199,7 @@ class RouteExchange:
         peer.relation, peer.send, peer.receive = relation, send, receive
         if receive:
             peer.control_due = 0.0
+            peer.control_failures = 0
 
     def remove_peer(self, name: str) -> list[str]:
         """A CCP peer's link is down: its routes go. Returns the prefixes whose route changed."""
@@ -304,8 +307,13 @@ class RouteExchange:
     def control_done(self, name: str, ok: bool, now: float) -> None:
         """The control request to ``name`` was fulfilled (``ok``) or not (retry later)."""
         peer = self.peers.get(name)
-        if peer is not None and not ok and peer.control_due is None:
-            peer.control_due = now + self.control_retry
+        if peer is None:
+            return
+        if ok:
+            peer.control_failures = 0
+        elif peer.control_due is None:
+            peer.control_due = now + min(self.control_retry, 2.0**peer.control_failures)
+            peer.control_failures += 1
 
     def updates_due(self, now: float) -> list[str]:
         """Peers to send a route update to now: those in SYNC mode with changes they lack (at

@@ -4,10 +4,11 @@
 the account bound). For each Prepare it does, in this order:
 
 1. ``peer.*`` destinations are never forwarded: ``peer.config`` answers ILDCP for children,
-   anything else is F01.
+   ``peer.route.*`` goes to the ``ccp`` handler (the node's route exchange), anything else is F01.
 2. The account's ``max_packet_amount``: over it is F08 with the amounts in the data.
 3. The route: longest-prefix match over static routes, the children's addresses, the node's own
-   receiving addresses and the parent's default route; nothing matches is F02.
+   receiving addresses, the parent's default route and the routes learned from peers (see
+   :meth:`Connector.set_learned_routes`); nothing matches is F02.
 4. The expiry: the next hop gets ``min(expiry - min_message_window, now + max_hold_time)``; less
    than ``min_message_window`` left is R02.
 5. The amount: ``floor(amount * rate * (1 - spread))`` in exact arithmetic; 0 out of a non-zero

@@ -19,6 +19,9 @@ What runs, all in the node's nursery:
   an ILP-over-HTTP link (:class:`~ilp.http.HttpLink`) for every account with an http(s) ``url``.
 - the node's own STREAM receivers, one per account that is paid through the node's SPSP
   endpoint (``<address>.~receive.<account>``); what they receive is credited to the account.
+- the route exchange (CCP) with peer and parent accounts (:mod:`ilp.ccp.routing`), unless
+  ``route_broadcast`` is off: one task that follows the links, sends the control requests and
+  route updates that are due (each in a task of its own) and expires what peers stopped renewing.
 - the HTTP API (:mod:`ilp.node.api`), on hypercorn like the SPSP server. It also takes the
   Prepares that ILP-over-HTTP peers POST to ``/accounts/<name>/ilp`` with the account's token.
 

@@ -289,11 +289,15 @@ def test_a_control_request_that_fails_is_sent_again_later() -> None:
     ex.add_peer("p1", "peer")
     assert ex.controls_due(0.0) == ["p1"]
     assert ex.controls_due(0.0) == []  # on its way
-    ex.control_done("p1", False, 1.0)
-    assert ex.next_due(2.0) == 31.0
-    assert ex.controls_due(30.0) == []
-    assert ex.controls_due(31.0) == ["p1"]
+    now = 0.0
+    for wait in (1, 2, 4, 8, 16, 30, 30):  # doubling, up to control_retry
+        ex.control_done("p1", False, now)
+        assert ex.next_due(now) == now + wait
+        assert ex.controls_due(now + wait - 0.01) == []
+        now += wait
+        assert ex.controls_due(now) == ["p1"]
     ex.control_done("p1", True, 32.0)
+    assert ex.peers["p1"].control_failures == 0
     assert ex.controls_due(1000.0) == []
     ex.add_peer("p1", "peer")  # it reconnected
     assert ex.controls_due(1000.0) == ["p1"]

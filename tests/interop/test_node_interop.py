@@ -463,3 +463,40 @@ async def test_routes_follow_static_routes_and_links_with_connector_js(interop: 
                 await trio.sleep(0.05)
             assert node.connector.accounts["harness"].links  # our dialer keeps trying
             assert "harness" not in node.status()["routing"]["peers"]
+
+
+async def test_routes_exchanged_with_connector_js_over_http(interop: Path, tmp_path: Path) -> None:
+    """CCP over ILP over HTTP (``--http-routes``): no static route on either side."""
+    port, http_port, admin = free_port(), free_port(), free_port()
+    harness = AccountConfig(
+        "harness",
+        "peer",
+        token="harness-outgoing-secret",
+        url=f"http://:harness-incoming-secret@127.0.0.1:{http_port}/",
+    )
+    config = replace(node_config(harness, payer_account()), api_port=0)
+    with trio.fail_after(LIMIT):
+        async with (
+            open_node(config) as node,
+            run_js(
+                interop,
+                "connector.js",
+                "--btp-port",
+                str(port),
+                "--http-port",
+                str(http_port),
+                "--http-url",
+                f"http://127.0.0.1:{node.api_port}/accounts/harness/ilp",
+                "--http-routes",
+                "true",
+                "--admin-port",
+                str(admin),
+                "--max-lifetime-s",
+                "120",
+            ) as connector,
+            receiver_js(interop, port, "--max-lifetime-s", "120") as receiver,
+        ):
+            route = await learned_route(node, "test.harness")
+            assert (route.account, route.path) == ("harness", ("test.harness",))
+            assert (await js_route(admin, ADDRESS))["nextHop"] == "http"
+            await payments_both_ways(interop, node, connector, receiver, tmp_path)

@@ -161,6 +161,9 @@ def test_unknown_keys_are_named(tmp_path: Path) -> None:
         ({"max_hold_time": True}, {}, "max_hold_time"),
         ({"open_children": "maybe"}, {}, "open_children"),
         ({"open_children": 5}, {}, "open_children"),
+        ({"route_broadcast": "sometimes"}, {}, "route_broadcast"),
+        ({"route_broadcast_interval": 0}, {}, "route_broadcast_interval"),
+        ({"route_expiry": -1}, {}, "route_expiry"),
         ({"btp": "7768"}, {}, r"\[btp\]"),
         ({"rates": {"USD": "0"}}, {}, "rates.USD"),
         ({"rates": {"USD": "x"}}, {}, "rates.USD"),
@@ -185,6 +188,17 @@ def test_string_values_from_the_environment_are_parsed() -> None:
     assert config.child_credit_limit == 2**64 - 1
     assert parse_config({"open_children": "TRUE"}).open_children is True
     assert parse_config({"max_hold_time": 5}).max_hold_time == 5.0
+
+
+def test_route_exchange_settings() -> None:
+    default = parse_config({})
+    assert (default.route_broadcast, default.route_broadcast_interval) == (True, 30.0)
+    assert default.route_expiry == 45.0
+    config = parse_config(
+        {"route_broadcast": "false", "route_broadcast_interval": 5, "route_expiry": 7.5}
+    )
+    assert (config.route_broadcast, config.route_broadcast_interval) == (False, 5.0)
+    assert config.route_expiry == 7.5
 
 
 @pytest.mark.parametrize(

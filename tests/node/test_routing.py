@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import trio
 
 from ilp.btp import open_btp_client
@@ -15,7 +16,10 @@ from ilp.node import AccountConfig, NodeConfig, open_node
 from ilp.node.connector import RouteInfo
 from ilp.node.node import Node
 from ilp.packet import Prepare, Reject
+from tests.node.test_api import check_documented
 from tests.node.test_node import _pay_child
+
+ADMIN = "admin-token-for-the-test"
 
 
 def config(address: str, *accounts: AccountConfig) -> NodeConfig:
@@ -35,13 +39,12 @@ async def wait_routes(node: Node, *prefixes: str) -> dict[str, RouteInfo]:
 
 async def test_three_nodes_learn_each_other_and_forget_a_node_that_goes() -> None:
     with trio.fail_after(30):
-        async with open_node(
-            config(
-                "test.b",
-                AccountConfig("a", "peer", token="a-secret"),
-                AccountConfig("c", "peer", token="c-secret"),
-            )
-        ) as b:
+        b_config = config(
+            "test.b",
+            AccountConfig("a", "peer", token="a-secret"),
+            AccountConfig("c", "peer", token="c-secret"),
+        )
+        async with open_node(replace(b_config, api_port=0, admin_token=ADMIN)) as b:
             b_url = f"btp+ws://{{}}:{{}}-secret@127.0.0.1:{b.btp_port}"
             async with open_node(
                 config("test.a", AccountConfig("b", "peer", url=b_url.format("a", "a")))
@@ -64,11 +67,27 @@ async def test_three_nodes_learn_each_other_and_forget_a_node_that_goes() -> Non
                     assert b.connector.accounts["a"].balance == -7000
                     assert b.connector.accounts["c"].balance == 7000
                     assert c.connector.accounts["carol"].balance == 7000
-                    status = b.status()["routing"]
-                    assert status["enabled"] is True
-                    assert set(status["peers"]) == {"a", "c"}
-                    assert status["peers"]["a"]["mode"] == "sync"
-                    assert status["peers"]["a"]["routes"] == 1
+                    # The API shows it all, as documented.
+                    async with httpx.AsyncClient(
+                        base_url=f"http://127.0.0.1:{b.api_port}",
+                        headers={"Authorization": f"Bearer {ADMIN}"},
+                    ) as api:
+                        response = await api.get("/routes")
+                        check_documented(response, "/routes", "GET")
+                        assert {
+                            "prefix": "test.c",
+                            "account": "c",
+                            "kind": "ccp",
+                            "path": ["test.c"],
+                        } in response.json()
+                        response = await api.get("/status")
+                        check_documented(response, "/status", "GET")
+                    routing = response.json()["routing"]
+                    assert routing["enabled"] is True
+                    assert routing["epoch"] >= 3  # test.b, test.a, test.c at least
+                    assert set(routing["peers"]) == {"a", "c"}
+                    assert routing["peers"]["a"]["mode"] == "sync"
+                    assert routing["peers"]["a"]["routes"] == 1
                 # test.c stopped: b drops its routes and withdraws them from a.
                 await wait_routes(b, "test.a")
                 await wait_routes(a, "test.b")

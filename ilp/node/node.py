@@ -483,7 +483,7 @@ class Node:
                         len(update.withdrawn_routes),
                     )
         except PeerRequestError as exc:
-            return Reject(exc.code, connector.address, f"not a valid CCP request: {exc}", b"")
+            return Reject(exc.code, connector.address, f"not a valid CCP request: {exc}")
         except DecodeError as exc:
             return Reject(ErrorCode("F01"), connector.address, f"not a valid CCP request: {exc}")
         except RoutingRefusedError as exc:
@@ -522,8 +522,7 @@ class Node:
                 _log.info("route exchange with %s stopped", name)
                 changed += routing.remove_peer(name)
         for account in accounts.values():
-            if account.name not in routing.peers and self._ccp_peer(account):
-                self._track_peer(account)
+            self._track_peer(account)
         self._routes_changed(changed)
 
     async def _exchange_routes(self) -> None:

@@ -243,32 +243,47 @@ async def payments_both_ways(
     assert balance(node, "payer") == -sent
 
 
-async def test_connector_js_dials_our_node(interop: Path, tmp_path: Path) -> None:
-    harness = AccountConfig("harness", "peer", token=PEER_TOKEN, routes=("test.harness",))
+@pytest.mark.parametrize("ccp", [False, True], ids=["static-routes", "ccp"])
+async def test_connector_js_dials_our_node(interop: Path, tmp_path: Path, ccp: bool) -> None:
+    """connector.js dials our node as a peer. The routes are static on both sides, or
+    (``ccp``) there are none: connector.js (``--btp-peer-routes``) and our node learn each
+    other's address over CCP, and the payments take those routes."""
+    routes = () if ccp else ("test.harness",)
+    harness = AccountConfig("harness", "peer", token=PEER_TOKEN, routes=routes)
+    port, admin = free_port(), free_port()
+    routing = ["--btp-peer-routes", "true", "--admin-port", str(admin)]
     with trio.fail_after(LIMIT):
-        async with open_node(node_config(harness, payer_account())) as node:
-            port = free_port()
-            async with (
-                run_js(
-                    interop,
-                    "connector.js",
-                    "--btp-port",
-                    str(port),
-                    "--btp-peer-url",
-                    f"btp+ws://:{PEER_TOKEN}@127.0.0.1:{btp_port(node)}",
-                    "--btp-peer-relation",
-                    "peer",
-                    "--btp-peer-prefix",
-                    ADDRESS,
-                    "--max-lifetime-s",
-                    "120",
-                ) as connector,
-                receiver_js(interop, port, "--max-lifetime-s", "120") as receiver,
-            ):
-                # connector.js is ready once its dial-out is up (or after 10 s without it).
-                assert connector.ready["accounts"]["btppeer"]["connected"] is True
-                await node.wait_connected("harness")
-                await payments_both_ways(interop, node, connector, receiver, tmp_path)
+        async with (
+            open_node(node_config(harness, payer_account())) as node,
+            run_js(
+                interop,
+                "connector.js",
+                "--btp-port",
+                str(port),
+                "--btp-peer-url",
+                f"btp+ws://:{PEER_TOKEN}@127.0.0.1:{btp_port(node)}",
+                "--btp-peer-relation",
+                "peer",
+                *(routing if ccp else ["--btp-peer-prefix", ADDRESS]),
+                "--max-lifetime-s",
+                "120",
+            ) as connector,
+            receiver_js(interop, port, "--max-lifetime-s", "120") as receiver,
+        ):
+            # connector.js is ready once its dial-out is up (or after 10 s without it).
+            assert connector.ready["accounts"]["btppeer"]["connected"] is True
+            await node.wait_connected("harness")
+            if ccp:
+                assert connector.ready["static_routes"] == []
+                route = await learned_route(node, "test.harness")
+                assert (route.account, route.path) == ("harness", ("test.harness",))
+                theirs = await js_route(admin, ADDRESS)
+                assert (theirs["nextHop"], theirs["path"]) == ("btppeer", ADDRESS)
+                # Our children are reached through our address: not advertised one by one.
+                table = (await js_routing(admin))["localRoutingTable"]
+                assert not [p for p in table if p.startswith(ADDRESS + ".")]
+                assert node.status()["routing"]["peers"]["harness"]["mode"] == "sync"
+            await payments_both_ways(interop, node, connector, receiver, tmp_path)
 
 
 async def test_our_node_dials_connector_js(interop: Path, tmp_path: Path) -> None:
@@ -310,19 +325,24 @@ async def test_our_node_dials_connector_js(interop: Path, tmp_path: Path) -> Non
                 await payments_both_ways(interop, node, connector, receiver, tmp_path)
 
 
-async def test_connector_js_peered_with_our_node_over_http(interop: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("ccp", [False, True], ids=["static-routes", "ccp"])
+async def test_connector_js_peered_with_our_node_over_http(
+    interop: Path, tmp_path: Path, ccp: bool
+) -> None:
     """ILP over HTTP both ways: our node POSTs to connector.js's ilp-plugin-http port with the
     token it wants, connector.js POSTs to our node's ``/accounts/harness/ilp`` with the token
-    our account has; payments cross both connectors in both directions."""
-    port, http_port = free_port(), free_port()
+    our account has; payments cross both connectors in both directions. The routes are static
+    on both sides, or (``ccp``) exchanged over CCP (``--http-routes``) with none configured."""
+    port, http_port, admin = free_port(), free_port(), free_port()
     harness = AccountConfig(
         "harness",
         "peer",
         token="harness-outgoing-secret",  # connector.js's --http-outgoing-token (its default)
         url=f"http://:harness-incoming-secret@127.0.0.1:{http_port}/",
-        routes=("test.harness",),
+        routes=() if ccp else ("test.harness",),
     )
     config = replace(node_config(harness, payer_account()), api_port=0)
+    routing = ["--http-routes", "true", "--admin-port", str(admin)]
     with trio.fail_after(LIMIT):
         async with (
             open_node(config) as node,
@@ -337,16 +357,20 @@ async def test_connector_js_peered_with_our_node_over_http(interop: Path, tmp_pa
                 f"http://127.0.0.1:{node.api_port}/accounts/harness/ilp",
                 "--http-relation",
                 "peer",
-                "--http-prefix",
-                ADDRESS,
+                *(routing if ccp else ["--http-prefix", ADDRESS]),
                 "--max-lifetime-s",
                 "120",
             ) as connector,
             receiver_js(interop, port, "--max-lifetime-s", "120") as receiver,
         ):
-            assert connector.ready["http_peer"]["prefix"] == ADDRESS
             links = node.connector.accounts["harness"].links
             assert len(links) == 1 and isinstance(links[0], HttpLink)
+            if ccp:
+                route = await learned_route(node, "test.harness")
+                assert (route.account, route.path) == ("harness", ("test.harness",))
+                assert (await js_route(admin, ADDRESS))["nextHop"] == "http"
+            else:
+                assert connector.ready["http_peer"]["prefix"] == ADDRESS
             await payments_both_ways(interop, node, connector, receiver, tmp_path)
 
 
@@ -380,48 +404,6 @@ async def js_route(admin_port: int, prefix: str, *, present: bool = True) -> dic
             route: dict[str, Any] = table.get(prefix, {})
             return route
         await trio.sleep(0.05)
-
-
-async def test_routes_exchanged_with_connector_js_that_dials_us(
-    interop: Path, tmp_path: Path
-) -> None:
-    """No static route on either side: connector.js (``--btp-peer-routes``) and our node learn
-    each other's address over CCP, and payments cross in both directions on those routes."""
-    harness = AccountConfig("harness", "peer", token=PEER_TOKEN)
-    port, admin = free_port(), free_port()
-    with trio.fail_after(LIMIT):
-        async with (
-            open_node(node_config(harness, payer_account())) as node,
-            run_js(
-                interop,
-                "connector.js",
-                "--btp-port",
-                str(port),
-                "--btp-peer-url",
-                f"btp+ws://:{PEER_TOKEN}@127.0.0.1:{btp_port(node)}",
-                "--btp-peer-relation",
-                "peer",
-                "--btp-peer-routes",
-                "true",
-                "--admin-port",
-                str(admin),
-                "--max-lifetime-s",
-                "120",
-            ) as connector,
-            receiver_js(interop, port, "--max-lifetime-s", "120") as receiver,
-        ):
-            assert connector.ready["static_routes"] == []
-            route = await learned_route(node, "test.harness")
-            assert (route.account, route.path) == ("harness", ("test.harness",))
-            theirs = await js_route(admin, ADDRESS)
-            assert theirs["nextHop"] == "btppeer"
-            assert theirs["path"] == ADDRESS
-            # Our children are reached through our address: not advertised one by one.
-            table = (await js_routing(admin))["localRoutingTable"]
-            assert not [p for p in table if p.startswith(ADDRESS + ".")]
-            status = node.status()["routing"]
-            assert status["peers"]["harness"]["mode"] == "sync"
-            await payments_both_ways(interop, node, connector, receiver, tmp_path)
 
 
 async def test_routes_follow_static_routes_and_links_with_connector_js(interop: Path) -> None:
@@ -463,40 +445,3 @@ async def test_routes_follow_static_routes_and_links_with_connector_js(interop: 
                 await trio.sleep(0.05)
             assert node.connector.accounts["harness"].links  # our dialer keeps trying
             assert "harness" not in node.status()["routing"]["peers"]
-
-
-async def test_routes_exchanged_with_connector_js_over_http(interop: Path, tmp_path: Path) -> None:
-    """CCP over ILP over HTTP (``--http-routes``): no static route on either side."""
-    port, http_port, admin = free_port(), free_port(), free_port()
-    harness = AccountConfig(
-        "harness",
-        "peer",
-        token="harness-outgoing-secret",
-        url=f"http://:harness-incoming-secret@127.0.0.1:{http_port}/",
-    )
-    config = replace(node_config(harness, payer_account()), api_port=0)
-    with trio.fail_after(LIMIT):
-        async with (
-            open_node(config) as node,
-            run_js(
-                interop,
-                "connector.js",
-                "--btp-port",
-                str(port),
-                "--http-port",
-                str(http_port),
-                "--http-url",
-                f"http://127.0.0.1:{node.api_port}/accounts/harness/ilp",
-                "--http-routes",
-                "true",
-                "--admin-port",
-                str(admin),
-                "--max-lifetime-s",
-                "120",
-            ) as connector,
-            receiver_js(interop, port, "--max-lifetime-s", "120") as receiver,
-        ):
-            route = await learned_route(node, "test.harness")
-            assert (route.account, route.path) == ("harness", ("test.harness",))
-            assert (await js_route(admin, ADDRESS))["nextHop"] == "http"
-            await payments_both_ways(interop, node, connector, receiver, tmp_path)

@@ -92,7 +92,9 @@ MAX_ADJUSTMENT: Final = 10**40
 _UNSIGNED = re.compile(r"[0-9]{1,45}")
 _SIGNED = re.compile(r"[+-]?[0-9]{1,45}")
 _ACCOUNT_KEYS: Final = ACCOUNT_KEYS
-_CLEARABLE: Final = frozenset({"max_packet_amount", "credit_limit", "url"})
+_CLEARABLE: Final = frozenset(
+    {"max_packet_amount", "credit_limit", "url", "send_routes", "receive_routes"}
+)
 _JSON: Final = b"application/json"
 
 
@@ -546,6 +548,8 @@ class NodeApi:
             else None,
             "has_token": account.token_hash is not None,
             "url": _public_url(account.url),
+            "send_routes": account.send_routes,
+            "receive_routes": account.receive_routes,
         }
 
     async def _list_accounts(self) -> _Response:
@@ -582,6 +586,8 @@ class NodeApi:
             "max_packet_amount": account.max_packet_amount,
             "credit_limit": account.credit_limit,
             "url": account.url,
+            "send_routes": account.send_routes,
+            "receive_routes": account.receive_routes,
         }
         for key, value in body.items():
             if value is None and key not in _CLEARABLE:

@@ -38,6 +38,7 @@
     relation = "peer"
     url = "btp+ws://:secret@127.0.0.1:7790"
     routes = ["test.harness"]
+    receive_routes = false           # CCP: tell it our routes, take none of its
 
 Environment: ``ILP_NODE_CONFIG`` (the file), ``ILP_NODE_ADDRESS``, ``ILP_NODE_ASSET_CODE``,
 ``ILP_NODE_ASSET_SCALE``, ``ILP_NODE_DATA_DIR``, ``ILP_NODE_BTP_HOST``, ``ILP_NODE_BTP_PORT``,
@@ -112,6 +113,8 @@ ACCOUNT_KEYS: Final = frozenset(
         "max_packet_amount",
         "credit_limit",
         "routes",
+        "send_routes",
+        "receive_routes",
     }
 )
 """The settings of an account, in a config table or an API request."""
@@ -189,6 +192,11 @@ class AccountConfig:
     max_packet_amount: int | None = None
     credit_limit: int | None = None
     routes: tuple[str, ...] = ()
+    send_routes: bool | None = None
+    """Send this account our routes over CCP (None: yes for peers and parents, no for
+    children)."""
+    receive_routes: bool | None = None
+    """Take this account's routes over CCP (None: as for ``send_routes``)."""
 
     @classmethod
     def from_mapping(cls, name: str, raw: Mapping[str, Any]) -> AccountConfig:
@@ -222,6 +230,9 @@ class AccountConfig:
             isinstance(r, str) and is_valid_prefix(r) for r in routes
         ):
             raise ValueError("routes must be a list of ILP address prefixes")
+        for key in ("send_routes", "receive_routes"):
+            if raw.get(key) is not None and not isinstance(raw[key], bool):
+                raise ValueError(f"{key} must be true or false")
         return cls(
             name=name,
             relation=relation,
@@ -232,6 +243,8 @@ class AccountConfig:
             max_packet_amount=_amount(raw.get("max_packet_amount"), "max_packet_amount"),
             credit_limit=_amount(raw.get("credit_limit"), "credit_limit"),
             routes=tuple(routes),
+            send_routes=raw.get("send_routes"),
+            receive_routes=raw.get("receive_routes"),
         )
 
 

@@ -109,7 +109,9 @@ class Account:
         "max_packet_amount",
         "name",
         "origin",
+        "receive_routes",
         "relation",
+        "send_routes",
         "token_hash",
         "url",
     )
@@ -134,6 +136,8 @@ class Account:
         self.token_hash = record.token_hash
         self.url = record.url
         self.origin = record.origin
+        self.send_routes = record.send_routes
+        self.receive_routes = record.receive_routes
 
     def record(self) -> AccountRecord:
         return AccountRecord(
@@ -147,11 +151,20 @@ class Account:
             self.url,
             self.origin,
             self.balance,
+            self.send_routes,
+            self.receive_routes,
         )
 
     @property
     def connected(self) -> bool:
         return bool(self.links)
+
+    def route_exchange(self) -> tuple[bool, bool]:
+        """Whether the node sends this account its routes and takes the account's, over CCP:
+        as set, else yes for peers and parents and no for children (as ilp-connector)."""
+        default = self.relation != "child"
+        send, receive = self.send_routes, self.receive_routes
+        return (default if send is None else send, default if receive is None else receive)
 
     def check_token(self, token: str) -> bool:
         """True if ``token`` is the account's BTP token (constant-time comparison)."""

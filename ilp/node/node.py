@@ -280,6 +280,8 @@ class Node:
             token_hash,
             spec.url,
             origin,
+            send_routes=spec.send_routes,
+            receive_routes=spec.receive_routes,
         )
         account = connector.put_account(record)
         for prefix in spec.routes:
@@ -490,19 +492,14 @@ class Node:
             return Reject(ErrorCode("F00"), connector.address, str(exc))
         return CCP_RESPONSE
 
-    def _ccp_peer(self, account: Account) -> bool:
-        return account.relation != "child"
-
     def _track_peer(self, account: Account) -> None:
         """Make ``account`` a CCP peer of the exchange if it is one and is not yet."""
         routing = self.routing
-        if (
-            routing is not None
-            and account.name not in routing.peers
-            and self._ccp_peer(account)
-            and self.is_connected(account)
-        ):
-            routing.add_peer(account.name, account.relation)
+        if routing is None or account.name in routing.peers or not self.is_connected(account):
+            return
+        send, receive = account.route_exchange()
+        if send or receive:
+            routing.add_peer(account.name, account.relation, send=send, receive=receive)
 
     def _sync_peers(self) -> None:
         """Peers whose link came up join the exchange (and are asked for routes); peers whose
@@ -515,8 +512,8 @@ class Node:
             account = accounts.get(name)
             if (
                 account is None
-                or not self._ccp_peer(account)
                 or account.relation != peer.relation
+                or account.route_exchange() != (peer.send, peer.receive)
                 or not self.is_connected(account)
             ):
                 _log.info("route exchange with %s stopped", name)

@@ -37,7 +37,9 @@ CREATE TABLE IF NOT EXISTS accounts (
     token_hash TEXT,
     url TEXT,
     origin TEXT NOT NULL,
-    balance TEXT NOT NULL DEFAULT '0'
+    balance TEXT NOT NULL DEFAULT '0',
+    send_routes INTEGER,
+    receive_routes INTEGER
 );
 CREATE TABLE IF NOT EXISTS routes (
     prefix TEXT PRIMARY KEY,
@@ -55,8 +57,10 @@ CREATE TABLE IF NOT EXISTS settings (
 
 _ACCOUNT_COLUMNS = (
     "name, relation, asset_code, asset_scale, max_packet_amount, credit_limit, token_hash, url, "
-    "origin, balance"
+    "origin, balance, send_routes, receive_routes"
 )
+_ADDED_COLUMNS = {"send_routes": "INTEGER", "receive_routes": "INTEGER"}
+"""Columns that stores made by earlier versions lack: added when such a store is opened."""
 
 
 class StoreError(IlpError):
@@ -79,6 +83,14 @@ class AccountRecord:
     origin: str = "api"
     """Where the account came from: ``config``, ``api`` or ``auto`` (a child that connected)."""
     balance: int = 0
+    send_routes: bool | None = None
+    """Send the account our routes over CCP (None: as its relation says; see the node)."""
+    receive_routes: bool | None = None
+    """Take the account's routes over CCP (None: as its relation says)."""
+
+
+def _opt_bool(value: int | None) -> bool | None:
+    return None if value is None else bool(value)
 
 
 def _opt_int(value: str | None) -> int | None:
@@ -103,6 +115,10 @@ class NodeStore:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._db.executescript(_SCHEMA)
+            have = {row[1] for row in self._db.execute("PRAGMA table_info(accounts)")}
+            for column, kind in _ADDED_COLUMNS.items():
+                if column not in have:
+                    self._db.execute(f"ALTER TABLE accounts ADD COLUMN {column} {kind}")
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open the node store {self.path}: {exc}") from None
 
@@ -151,19 +167,36 @@ class NodeStore:
                 url,
                 origin,
                 int(balance),
+                _opt_bool(send),
+                _opt_bool(receive),
             )
-            for name, relation, code, scale, max_packet, credit, token_hash, url, origin, balance in rows
+            for (
+                name,
+                relation,
+                code,
+                scale,
+                max_packet,
+                credit,
+                token_hash,
+                url,
+                origin,
+                balance,
+                send,
+                receive,
+            ) in rows
         ]
 
     def put_account(self, record: AccountRecord) -> None:
         """Insert or update an account's settings; its balance in the store is kept."""
         self._run(
             "INSERT INTO accounts (name, relation, asset_code, asset_scale, max_packet_amount, "
-            "credit_limit, token_hash, url, origin, balance) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "credit_limit, token_hash, url, origin, balance, send_routes, receive_routes) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
             "ON CONFLICT(name) DO UPDATE SET relation=excluded.relation, "
             "asset_code=excluded.asset_code, asset_scale=excluded.asset_scale, "
             "max_packet_amount=excluded.max_packet_amount, credit_limit=excluded.credit_limit, "
-            "token_hash=excluded.token_hash, url=excluded.url, origin=excluded.origin",
+            "token_hash=excluded.token_hash, url=excluded.url, origin=excluded.origin, "
+            "send_routes=excluded.send_routes, receive_routes=excluded.receive_routes",
             (
                 record.name,
                 record.relation,
@@ -175,6 +208,8 @@ class NodeStore:
                 record.url,
                 record.origin,
                 str(record.balance),
+                record.send_routes,
+                record.receive_routes,
             ),
         )
 

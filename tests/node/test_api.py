@@ -434,6 +434,8 @@ async def test_account_crud_round_trip(api: Api) -> None:
         "address": "test.node.carol",
         "has_token": False,
         "url": None,
+        "send_routes": None,
+        "receive_routes": None,
     }
     routes = (await api.client.get("/routes")).json()
     assert {"prefix": "g.carol", "account": "carol", "kind": "static", "path": []} in routes
@@ -458,8 +460,15 @@ async def test_account_crud_round_trip(api: Api) -> None:
     assert cleared.json()["credit_limit"] is None
     assert cleared.json()["asset_code"] == "USD"  # unspecified fields keep their values
     assert api.node.connector.accounts["carol"].credit_limit is None
+    routing = await api.client.patch("/accounts/carol", json={"send_routes": True})
+    check_documented(routing, "/accounts/{name}", "PATCH")
+    assert (routing.json()["send_routes"], routing.json()["receive_routes"]) == (True, None)
+    assert api.node.connector.accounts["carol"].route_exchange() == (True, False)
+    routing = await api.client.patch("/accounts/carol", json={"send_routes": None})
+    assert api.node.connector.accounts["carol"].route_exchange() == (False, False)
 
     for bad in (
+        {"send_routes": "yes"},
         {"relation": "cousin"},
         {"name": "dave"},
         {"asset_code": None},

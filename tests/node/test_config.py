@@ -57,6 +57,7 @@ def test_the_documented_example_parses(tmp_path: Path) -> None:
         relation="peer",
         url="btp+ws://:secret@127.0.0.1:7790",
         routes=("test.harness",),
+        receive_routes=False,
     )
 
 
@@ -173,6 +174,7 @@ def test_unknown_keys_are_named(tmp_path: Path) -> None:
         ({"routes": {"test.x": 5}}, {}, "routes.test.x"),
         ({"accounts": {"al ice": {}}}, {}, "accounts.al ice"),
         ({"accounts": {"alice": "child"}}, {}, "accounts.alice"),
+        ({"accounts": {"alice": {"send_routes": "yes"}}}, {}, "send_routes must be true or false"),
     ],
 )
 def test_bad_values_are_refused_with_the_key_named(

@@ -130,3 +130,38 @@ async def test_route_broadcast_off_answers_f01_and_asks_nothing() -> None:
                 reply = await peer.send(control)
                 assert isinstance(reply, Reject) and reply.code == "F01"
                 assert "CCP is off" in reply.message
+
+
+async def test_per_account_settings_say_who_is_told_and_who_is_heard() -> None:
+    """``b`` takes no routes from ``a`` (``receive_routes = false``) but sends it its own; a
+    child with ``send_routes = true`` is told them too."""
+    b_config = config(
+        "test.b",
+        AccountConfig("a", "peer", token="a-secret", receive_routes=False),
+        AccountConfig("kid", "child", token="kid-secret", send_routes=True),
+    )
+    with trio.fail_after(30):
+        async with open_node(b_config) as b:
+            a_url = f"btp+ws://a:a-secret@127.0.0.1:{b.btp_port}"
+            kid_url = f"btp+ws://kid:kid-secret@127.0.0.1:{b.btp_port}"
+            kid_config = replace(
+                config("test.b.kid", AccountConfig("b", "parent", url=kid_url)), address=None
+            )
+            async with (
+                open_node(config("test.a", AccountConfig("b", "peer", url=a_url))) as a,
+                open_node(kid_config) as kid,
+            ):
+                assert kid.address == "test.b.kid"  # over ILDCP from b
+                await wait_routes(a, "test.b")
+                await wait_routes(kid, "test.b")
+                peers = b.status()["routing"]["peers"]
+                assert (peers["a"]["send"], peers["a"]["receive"]) == (True, False)
+                assert (peers["kid"]["send"], peers["kid"]["receive"]) == (True, False)
+                # a asked b for its routes; b never asked a, and has learned nothing from it.
+                assert peers["a"]["mode"] == "sync"
+                assert a.status()["routing"]["peers"]["b"]["mode"] == "idle"
+                assert peers["a"]["routes"] == 0
+                assert learned(b) == {}
+                # Changed through the node: now b takes a's routes too.
+                b.put_account(AccountConfig("a", "peer", token="a-secret"))
+                await wait_routes(b, "test.a")

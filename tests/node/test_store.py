@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import stat
 from dataclasses import replace
 from fractions import Fraction
@@ -23,7 +24,9 @@ ALICE = AccountRecord(
     url=None,
     origin="config",
 )
-BOB = AccountRecord("bob", "peer", "USD", 2, url="btp+ws://:s@127.0.0.1:1", origin="api")
+BOB = AccountRecord(
+    "bob", "peer", "USD", 2, url="btp+ws://:s@127.0.0.1:1", origin="api", receive_routes=False
+)
 
 
 def _fill(store: NodeStore) -> None:
@@ -69,6 +72,29 @@ def test_reopened_file_keeps_everything(tmp_path: Path) -> None:
     with NodeStore(path) as first, NodeStore(path) as second:
         first.save_balances([("alice", 7)])
         assert second.accounts()[0].balance == 7
+
+
+def test_a_store_of_an_earlier_version_gains_the_new_columns(tmp_path: Path) -> None:
+    """Stores made before the CCP settings existed have no send_routes / receive_routes."""
+    path = tmp_path / "node.sqlite3"
+    db = sqlite3.connect(path)
+    db.executescript(
+        "CREATE TABLE accounts (name TEXT PRIMARY KEY, relation TEXT NOT NULL, "
+        "asset_code TEXT NOT NULL, asset_scale INTEGER NOT NULL, max_packet_amount TEXT, "
+        "credit_limit TEXT, token_hash TEXT, url TEXT, origin TEXT NOT NULL, "
+        "balance TEXT NOT NULL DEFAULT '0');"
+        "INSERT INTO accounts VALUES ('old', 'peer', 'XRP', 9, NULL, NULL, NULL, NULL, 'api', '-5');"
+    )
+    db.commit()
+    db.close()
+    with NodeStore(path) as store:
+        assert store.accounts() == [
+            AccountRecord("old", "peer", "XRP", 9, origin="api", balance=-5)
+        ]
+        store.put_account(replace(store.accounts()[0], send_routes=True))
+    with NodeStore(path) as store:
+        assert store.accounts()[0].send_routes is True
+        assert store.accounts()[0].balance == -5
 
 
 def test_balances_beyond_64_bits() -> None:

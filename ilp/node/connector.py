@@ -687,14 +687,11 @@ class Connector:
             self.on_routes()
 
     def originated(self) -> tuple[dict[str, str], dict[str, str]]:
-        """The routes this node starts: its address (to ``""``, itself) and its children's
-        addresses (prefix -> account), and its static routes (prefix -> account)."""
-        local = {}
-        if is_valid_address(self.address):
-            local[self.address] = ""
-        for account in self.accounts.values():
-            if account.relation == "child" and is_valid_address(self.child_address(account.name)):
-                local[self.child_address(account.name)] = account.name
+        """The routes this node starts: its address (to ``""``, itself), and its static routes
+        (prefix -> account). The children's addresses are not among them: they lie under the
+        node's address, which is what peers are told, and no peer route can take them (the route
+        exchange takes nothing under the node's address)."""
+        local = {self.address: ""} if is_valid_address(self.address) else {}
         static = {p: a for p, a in self._static.items() if a in self.accounts}
         return local, static
 
@@ -715,10 +712,8 @@ class Connector:
             learned = self._learned.get(prefix)
             if self._static.get(prefix) == hop.name:
                 kind = "static"
-            elif prefix == DEFAULT_PREFIX and hop.relation == "parent":
+            elif prefix == DEFAULT_PREFIX:
                 kind = "default"
-            elif hop.relation == "child" and prefix == self.child_address(hop.name):
-                kind = "child"
             elif learned is not None and learned[0] == hop.name:
                 result.append(RouteInfo(prefix, hop.name, "ccp", learned[1]))
                 continue

@@ -1,8 +1,13 @@
-"""Connecting a command to its uplink: BTP, then ILDCP, with failures mapped to exit codes.
+"""Connecting a command to its uplink: BTP or ILP over HTTP, then ILDCP, with failures mapped to
+exit codes.
 
-Used by every command that needs a connector (`query-address`, `pay`, `quote`), so that they
-all say the same thing and exit with the same code when the connector is down (5), refuses our
-token (8), gives us no address (4) or the URL is malformed (2).
+Used by every command that needs a connector (`query-address`, `pay`, `quote`, `receive`), so
+that they all say the same thing and exit with the same code when the connector is down (5),
+refuses our token (8), gives us no address (4) or the URL is malformed (2).
+
+Commands that only send (`pay`, `quote`, `query-address`) take either kind of uplink
+(:func:`open_uplink`). `receive` needs BTP (:func:`open_btp_uplink`): over ILP over HTTP the
+connector would POST the Prepares for us to an HTTP endpoint of ours, which it does not serve.
 """
 
 from __future__ import annotations
@@ -14,18 +19,30 @@ import trio
 
 from ilp.btp.client import BtpClient, open_btp_client, url_text
 from ilp.errors import AuthError, ConnectError, IlpError
+from ilp.http.client import HttpLink, is_http_url, open_http_link, split_http_url
 from ilp.ildcp import IldcpError, IldcpResponse, fetch_config
+from ilp.link import IlpLink
 
 from .exit_codes import ExitCode
 from .output import CliError
 from .uplink import Uplink
 
 
-def unreachable_message(uplink: Uplink, exc: ConnectError) -> str:
+def uplink_text(url: str) -> str:
+    """The uplink URL for messages, credentials removed (BTP or ILP over HTTP)."""
+    if is_http_url(url):
+        try:
+            return split_http_url(url)[0]
+        except ValueError:
+            return "an invalid URL"
+    return url_text(url)
+
+
+def unreachable_message(uplink: Uplink, reason: str) -> str:
     """`cannot reach the connector at ws://...: ... Start one, or set --uplink / ILP_UPLINK.`"""
-    where = url_text(uplink.url).replace("btp+", "", 1)
+    where = uplink_text(uplink.url).replace("btp+", "", 1)
     return (
-        f"cannot reach the connector at {where} ({_short_reason(str(exc))}). "
+        f"cannot reach the connector at {where} ({_short_reason(reason)}). "
         "Start one, or set --uplink / ILP_UPLINK."
     )
 
@@ -48,7 +65,7 @@ def connect_error(uplink: Uplink, exc: Exception) -> CliError | None:
     if isinstance(exc, AuthError):
         return CliError(f"{exc} (--uplink / ILP_UPLINK).", ExitCode.AUTH_REFUSED)
     if isinstance(exc, ConnectError):
-        return CliError(unreachable_message(uplink, exc), ExitCode.UNREACHABLE)
+        return CliError(unreachable_message(uplink, str(exc)), ExitCode.UNREACHABLE)
     if isinstance(exc, IldcpError):
         return CliError(f"the connector did not give us an address: {exc}.", ExitCode.FAILED)
     if isinstance(exc, ValueError):  # an invalid uplink URL
@@ -65,8 +82,86 @@ def _only_cancellations(cause: BaseException | None) -> bool:
     return rest is None
 
 
+def http_ildcp_error(uplink: Uplink, exc: IldcpError) -> CliError:
+    """The CLI error for an ILDCP request over ILP over HTTP that failed.
+
+    A Reject with no ``triggered_by`` was made by our own link (its address is not known before
+    ILDCP answers): the connector could not be reached (5), refused our token (8), did not answer
+    in time (6) or answered with an HTTP error (5). A Reject from the connector itself means it
+    gave us no address (4), as over BTP.
+    """
+    reject = exc.reject
+    if reject is None or reject.triggered_by:
+        return CliError(f"the connector did not give us an address: {exc}.", ExitCode.FAILED)
+    where = uplink_text(uplink.url)
+    if reject.code == "T01" and reject.message.startswith("cannot reach"):
+        # "cannot reach the ILP-over-HTTP peer at URL (REASON)": keep the reason.
+        reason = reject.message.rpartition(" (")[2].removesuffix(")")
+        return CliError(unreachable_message(uplink, reason), ExitCode.UNREACHABLE)
+    if reject.code == "F02" and "refused our token" in reject.message:
+        return CliError(
+            f"the connector at {where} refused our token (--uplink / ILP_UPLINK).",
+            ExitCode.AUTH_REFUSED,
+        )
+    if reject.code == "R00":
+        return CliError(f"the connector at {where} did not answer in time.", ExitCode.TIMEOUT)
+    return CliError(
+        f"the connector at {where} did not take our ILDCP request ({reject.code}: "
+        f"{reject.message}). Check the URL in --uplink / ILP_UPLINK.",
+        ExitCode.UNREACHABLE,
+    )
+
+
 @asynccontextmanager
 async def open_uplink(
+    uplink: Uplink, *, connect_timeout: float = 10.0
+) -> AsyncIterator[tuple[IlpLink, IldcpResponse]]:
+    """Connect to ``uplink`` and ask ILDCP who we are; yield the link and the answer.
+
+    A ``http://`` or ``https://`` uplink is ILP over HTTP (``https://NAME:TOKEN@host/path``:
+    the token goes out as a bearer token, the name as ``ILP-Peer-Name``), anything else BTP
+    (:func:`open_btp_uplink`). Failures raise :class:`CliError` with the right exit code;
+    exceptions raised by the block pass unchanged.
+    """
+    if not is_http_url(uplink.url):
+        async with open_btp_uplink(uplink, connect_timeout=connect_timeout) as (link, config):
+            yield link, config
+        return
+    async with open_http_uplink(uplink) as (http_link, config):
+        yield http_link, config
+
+
+@asynccontextmanager
+async def open_http_uplink(uplink: Uplink) -> AsyncIterator[tuple[HttpLink, IldcpResponse]]:
+    """Ask the connector at an ILP-over-HTTP ``uplink`` who we are; yield the link and the
+    answer. There is nothing to connect: the ILDCP request is the first POST."""
+    try:
+        url, name, token = split_http_url(uplink.url)
+    except ValueError as exc:
+        raise CliError(f"invalid uplink URL: {exc}", ExitCode.USAGE) from None
+    async with open_http_link(url, token=token, peer_name=name) as link:
+        try:
+            config = await fetch_config(link)
+        except IldcpError as exc:
+            raise http_ildcp_error(uplink, exc) from None
+        link.address = config.client_address
+        yield link, config
+
+
+def check_btp_uplink(uplink: Uplink) -> None:
+    """A usage error for an ILP-over-HTTP uplink where packets must reach us (`ilp receive`):
+    over ILP over HTTP the connector would POST them to an HTTP endpoint of ours."""
+    if is_http_url(uplink.url):
+        raise CliError(
+            "receiving needs a BTP uplink (btp+ws:// or btp+wss://): over ILP over HTTP the "
+            "connector would POST our incoming packets to an HTTP endpoint of ours, and there "
+            "is none.",
+            ExitCode.USAGE,
+        )
+
+
+@asynccontextmanager
+async def open_btp_uplink(
     uplink: Uplink, *, connect_timeout: float = 10.0
 ) -> AsyncIterator[tuple[BtpClient, IldcpResponse]]:
     """Connect to ``uplink`` over BTP and ask ILDCP who we are; yield the link and the answer.
@@ -74,8 +169,10 @@ async def open_uplink(
     Failures of connecting, of ILDCP and of the link itself (also when the block is left) raise
     :class:`CliError` with the right exit code. Exceptions raised by the block pass unchanged.
     Bound the whole with a cancel scope; each connection attempt gives up after
-    ``connect_timeout`` seconds.
+    ``connect_timeout`` seconds. An ILP-over-HTTP URL is a usage error here: the commands that
+    use this take Prepares from the connector, which needs a BTP connection.
     """
+    check_btp_uplink(uplink)
     inner: BaseException | None = None
     try:
         async with open_btp_client(

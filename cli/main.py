@@ -10,7 +10,7 @@ import click
 from ilp import __version__
 
 from .exit_codes import ExitCode, describe_exit_codes
-from .main_options import debug_option, is_debug
+from .main_options import configure_logging, debug_option, is_debug
 from .output import CliError, print_error
 
 HELP = f"""Interledger from the terminal: pay, receive, inspect packets.
@@ -53,7 +53,7 @@ class IlpGroup(click.Group):
 @click.version_option(__version__, prog_name="ilp")
 @debug_option
 def cli() -> None:
-    pass
+    configure_logging(is_debug(click.get_current_context()))
 
 
 def _register() -> None:

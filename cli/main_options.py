@@ -1,8 +1,48 @@
-"""Options shared by every command."""
+"""Options shared by every command, and where the library's log records go."""
 
 from __future__ import annotations
 
+import logging
+import sys
+
 import click
+
+LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+
+
+class _StderrHandler(logging.Handler):
+    """Writes to the ``sys.stderr`` of the moment (click's test runner swaps it)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            sys.stderr.write(self.format(record) + "\n")
+        except Exception:
+            self.handleError(record)
+
+
+_handler = _StderrHandler()
+_handler.setFormatter(logging.Formatter(LOG_FORMAT))
+
+
+def configure_logging(debug: bool) -> None:
+    """The log of the commands that report their own results (all but `ilp node`).
+
+    Without --debug only errors of the library show (a handler that raised: a bug); its
+    warnings repeat what the command says anyway (a connector refusing our token, say). With
+    --debug, everything the library logs, from DEBUG up.
+    """
+    logger = logging.getLogger("ilp")
+    if _handler not in logger.handlers:
+        logger.addHandler(_handler)
+    _handler.setLevel(logging.DEBUG if debug else logging.ERROR)
+    logger.setLevel(logging.DEBUG if debug else logging.NOTSET)
+
+
+def stop_cli_logging() -> None:
+    """Undo :func:`configure_logging` (`ilp node` logs through the root logger instead)."""
+    logger = logging.getLogger("ilp")
+    logger.removeHandler(_handler)
+    logger.setLevel(logging.NOTSET)
 
 
 def set_debug(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
@@ -12,6 +52,7 @@ def set_debug(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
         root.obj = {}
     if value:
         root.obj["debug"] = True
+        configure_logging(True)
     return value
 
 

@@ -18,7 +18,7 @@ from ilp.node.node import Node
 from ilp.node.store import StoreError
 
 from .exit_codes import ExitCode
-from .main_options import debug_option, is_debug
+from .main_options import debug_option, is_debug, stop_cli_logging
 from .output import CliError, print_json
 
 NODE_EXIT_CODES = """\b
@@ -189,6 +189,7 @@ def node_command(
     admin-token in the data directory.
     """
     ctx = click.get_current_context()
+    stop_cli_logging()
     logging.basicConfig(
         level=logging.DEBUG if is_debug(ctx) else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -36,9 +36,9 @@ import trio
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from ilp.amount import Amount
-from ilp.btp.client import BtpClient
 from ilp.errors import SpspError
 from ilp.ildcp import IldcpResponse
+from ilp.link import IlpLink
 from ilp.spsp import PaymentPointerError, SpspResponse, resolve_spsp_endpoint
 from ilp.spsp.client import SpspTimeoutError, SpspUnreachableError, query_spsp
 from ilp.stream.pay import (
@@ -404,7 +404,7 @@ async def _watch_interrupts(
 
 
 async def _run(
-    session: Session, display: Display, on_link: Callable[[BtpClient], Awaitable[None]]
+    session: Session, display: Display, on_link: Callable[[IlpLink], Awaitable[None]]
 ) -> None:
     """Connect and query the receiver, then ``on_link(link)``; under --timeout and Ctrl-C."""
     stopper = Stopper(session.args.timeout)
@@ -445,7 +445,7 @@ async def _connect_and_query(
     session: Session,
     display: Display,
     stopper: Stopper,
-    on_link: Callable[[BtpClient], Awaitable[None]],
+    on_link: Callable[[IlpLink], Awaitable[None]],
 ) -> None:
     args = session.args
     display.phase("connecting")
@@ -469,7 +469,7 @@ async def _connect_and_query(
                 await on_link(link)
 
 
-async def _quote(link: BtpClient, session: Session, **terms: Any) -> Quote:
+async def _quote(link: IlpLink, session: Session, **terms: Any) -> Quote:
     credentials = session.credentials
     assert credentials is not None
     try:
@@ -494,7 +494,7 @@ def fair_rate(source: AssetDetails, destination: AssetDetails | None) -> Fractio
     return Fraction(10**destination.scale, 10**source.scale)
 
 
-async def _payment_terms(link: BtpClient, session: Session) -> dict[str, Any]:
+async def _payment_terms(link: IlpLink, session: Session) -> dict[str, Any]:
     """The amount and rate arguments of pay()/quote(), from AMOUNT and a first quote.
 
     The quote tells the receiver's asset (to convert a --deliver AMOUNT in asset units, and to
@@ -566,7 +566,7 @@ def _check_rate(session: Session, q: Quote) -> None:
 async def run_payment(session: Session, display: Display) -> None:
     """Connect, query, quote, pay; the result lands in ``session.result``."""
 
-    async def paying(link: BtpClient) -> None:
+    async def paying(link: IlpLink) -> None:
         terms = await _payment_terms(link, session)
         credentials = session.credentials
         assert credentials is not None
@@ -587,7 +587,7 @@ async def run_payment(session: Session, display: Display) -> None:
 async def run_quote(session: Session, display: Display) -> None:
     """Connect, query, probe; the quote lands in ``session.quote``."""
 
-    async def quoting(link: BtpClient) -> None:
+    async def quoting(link: IlpLink) -> None:
         terms = await _payment_terms(link, session)
         q = await _quote(link, session, **terms)
         _check_rate(session, q)

@@ -5,10 +5,9 @@ from __future__ import annotations
 import click
 import trio
 
-from ilp.btp.client import url_text
 from ilp.ildcp import IldcpResponse
 
-from .connect import open_uplink
+from .connect import open_uplink, uplink_text
 from .exit_codes import ExitCode
 from .main_options import debug_option
 from .output import CliError, print_json, stdout_console
@@ -23,7 +22,7 @@ async def query(uplink: Uplink, timeout: float) -> IldcpResponse:
                 return config
     except trio.TooSlowError:
         raise CliError(
-            f"the connector at {url_text(uplink.url)} did not answer within {timeout:g} s.",
+            f"the connector at {uplink_text(uplink.url)} did not answer within {timeout:g} s.",
             ExitCode.TIMEOUT,
         ) from None
 

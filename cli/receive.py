@@ -35,7 +35,7 @@ from ilp.stream.pay import AssetDetails
 from ilp.stream.server import StreamServer
 
 from .amounts import AMOUNT, AmountArg
-from .connect import open_uplink
+from .connect import check_btp_uplink, open_btp_uplink
 from .exit_codes import ExitCode
 from .ledger_cmd import ledger_option, ledger_path
 from .main_options import debug_option
@@ -180,7 +180,7 @@ def payment_pointer(host: str, port: int) -> str | None:
 async def run_receive(receiver: Receiver, ledger: Ledger) -> None:
     """Connect, serve SPSP and STREAM, record credits; return once --amount is reached."""
     args = receiver.args
-    async with open_uplink(args.uplink) as (link, config):
+    async with open_btp_uplink(args.uplink) as (link, config):
         receiver.config = config
         if args.amount is not None:
             asset = AssetDetails(config.asset_code, config.asset_scale)
@@ -384,6 +384,7 @@ def receive_command(
     `ilp ledger`) before its Fulfill is sent. Runs until Ctrl-C, or until --amount arrived.
     """
     args = ReceiveArgs(host, port, amount, ledger_path(ledger), resolve_uplink(uplink), as_json)
+    check_btp_uplink(args.uplink)
     receiver = Receiver(args)
     try:
         book = Ledger(args.ledger)

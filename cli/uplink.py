@@ -2,7 +2,9 @@
 
 In order: ``--uplink/-u URL``, else ``ILP_UPLINK``, else the ``server`` of ``ILP_CREDENTIALS``
 (JSON, the ilp-plugin convention), else ``ILP_BTP_SERVER``, else ``btp+ws://localhost:7768`` with a
-random secret per run (the moneyd convention for a local connector).
+random secret per run (the moneyd convention for a local connector). A URL is BTP
+(``btp+ws://``, ``btp+wss://``) or ILP over HTTP (``http://``, ``https://``; see
+:mod:`ilp_cli.connect`).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ from .output import CliError
 DEFAULT_UPLINK_HOST = "localhost:7768"
 
 UPLINK_HELP = (
-    "Connector to use, a btp+ws:// or btp+wss:// URL with user:token@. Default: ILP_UPLINK, "
+    "Connector to use: a btp+ws:// or btp+wss:// URL with user:token@, or an ILP-over-HTTP "
+    "http(s)://name:token@host/path URL (not for receive). Default: ILP_UPLINK, "
     "else the server of ILP_CREDENTIALS (JSON), else ILP_BTP_SERVER, else "
     "btp+ws://localhost:7768 with a random token. [env: ILP_UPLINK]"
 )

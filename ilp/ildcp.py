@@ -57,12 +57,15 @@ class IldcpError(IlpError):
 
     ``code`` is the ILP error code: the one of the parent's Reject, ``F00`` otherwise. A
     ``config_for`` callback of :func:`make_ildcp_handler` raises it to refuse a child; the handler
-    then rejects with ``code`` and the message.
+    then rejects with ``code`` and the message. ``reject`` is the parent's Reject, when there was
+    one (its ``triggered_by`` tells a connector's refusal from a link's own Reject, such as T01
+    when the parent could not be reached).
     """
 
-    def __init__(self, message: str, *, code: str = "F00") -> None:
+    def __init__(self, message: str, *, code: str = "F00", reject: Reject | None = None) -> None:
         super().__init__(message)
         self.code = ErrorCode(code)
+        self.reject = reject
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +132,7 @@ def decode_response(reply: Fulfill | Reject) -> IldcpResponse:
             f"{reply.code.description}{text}. Check that this account is a child of the "
             "connector and that its credentials are right.",
             code=reply.code,
+            reject=reply,
         )
     if reply.fulfillment != PEER_FULFILLMENT:
         raise IldcpError(

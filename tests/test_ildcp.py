@@ -135,11 +135,13 @@ async def test_fetch_config_default_clock() -> None:
 
 
 async def test_fetch_config_reject_says_code_and_message() -> None:
-    link = replying(Reject(ErrorCode("F02"), "test.parent", "no such account"))
+    reject = Reject(ErrorCode("F02"), "test.parent", "no such account")
+    link = replying(reject)
     with pytest.raises(IldcpError) as info:
         await fetch_config(link, now=lambda: NOW)
     assert isinstance(info.value, IlpError)
     assert info.value.code == "F02"
+    assert info.value.reject == reject
     text = str(info.value)
     assert "F02 Unreachable" in text
     assert "no such account" in text
@@ -151,6 +153,7 @@ async def test_fetch_config_rejects_wrong_fulfillment() -> None:
     with pytest.raises(IldcpError, match="does not speak ILDCP") as info:
         await fetch_config(link, now=lambda: NOW)
     assert info.value.code == "F00"
+    assert info.value.reject is None
 
 
 @pytest.mark.parametrize(

@@ -44,6 +44,7 @@ __all__ = [
     "MAX_REPLY_SIZE",
     "HttpLink",
     "check_http_url",
+    "is_http_url",
     "open_http_link",
     "reject_for_status",
     "split_http_url",
@@ -56,6 +57,12 @@ CONTENT_TYPE: Final = "application/octet-stream"
 
 MAX_REPLY_SIZE: Final = 64 * 1024
 """The largest answer body read; an ILP packet is at most about 32 KiB."""
+
+
+def is_http_url(url: str) -> bool:
+    """True for an ILP-over-HTTP URL (``http://`` or ``https://``), False for anything else (a
+    BTP URL, say); whether it is a valid one is :func:`check_http_url`'s question."""
+    return url[:8].lower().startswith(("http://", "https://"))
 
 
 def check_http_url(url: str) -> str:

@@ -44,14 +44,14 @@ from urllib.parse import unquote_to_bytes, urlsplit, urlunsplit
 from .._asgi import Receive, Scope, Send, header
 from ..btp.url import parse_btp_url
 from ..errors import SpspError
-from ..http.client import split_http_url
+from ..http.client import is_http_url, split_http_url
 from ..http.server import IlpHttpApp, IlpHttpRequest
 from ..link import PrepareHandler
 from ..oer import MAX_UINT64
 from ..spsp.pointer import PaymentPointerError
 from ..spsp.server import SpspApp
 from ..stream.pay import PaymentResult, PaymentSetupError, PaymentStatus
-from .config import ACCOUNT_KEYS, AccountConfig, ConfigError, check_account_name, is_http_url
+from .config import ACCOUNT_KEYS, AccountConfig, ConfigError, check_account_name
 from .connector import Account, NodeError, NotFoundError, RouteInfo
 from .rates import format_rate, parse_rate
 

@@ -61,7 +61,7 @@ from typing import Any, Final
 from ..address import is_valid_address
 from ..btp.url import parse_btp_url
 from ..errors import IlpError
-from ..http.client import split_http_url
+from ..http.client import is_http_url, split_http_url
 from ..oer import MAX_UINT64
 from ..routing import is_valid_prefix
 from .rates import parse_rate
@@ -141,11 +141,6 @@ def check_asset(code: object, scale: object) -> tuple[str, int]:
     if isinstance(scale, bool) or not isinstance(scale, int) or not 0 <= scale <= 255:
         raise ValueError("asset_scale is an integer from 0 to 255")
     return code, scale
-
-
-def is_http_url(url: str) -> bool:
-    """True for an ILP-over-HTTP account url (``http://`` or ``https://``), False for BTP."""
-    return url[:8].lower().startswith(("http://", "https://"))
 
 
 def check_account_url(url: str) -> None:

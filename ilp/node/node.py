@@ -57,7 +57,7 @@ from ..ccp.packet import (
 )
 from ..ccp.routing import RouteExchange, RoutingRefusedError
 from ..errors import DecodeError, IlpError
-from ..http.client import HttpLink, split_http_url
+from ..http.client import HttpLink, is_http_url, split_http_url
 from ..ildcp import fetch_config
 from ..link import PrepareHandler, Reply
 from ..packet import ErrorCode, Fulfill, Prepare, Reject
@@ -65,7 +65,7 @@ from ..peer import PEER_EXPIRY, PeerRequestError
 from ..spsp.client import query_spsp
 from ..stream.pay import PaymentResult, pay
 from ..stream.server import StreamServer
-from .config import AccountConfig, ConfigError, NodeConfig, check_account_name, is_http_url
+from .config import AccountConfig, ConfigError, NodeConfig, check_account_name
 from .connector import Account, Connector, NodeError, hash_token
 from .store import AccountRecord, NodeStore
 

@@ -1,4 +1,4 @@
-"""`ilp query-address` and the uplink rules."""
+"""`ilp query-address` and the uplink rules, over BTP and over ILP over HTTP."""
 
 from __future__ import annotations
 
@@ -15,6 +15,9 @@ from ilp_cli.main import cli
 from ilp_cli.output import CliError
 from ilp_cli.uplink import resolve_uplink
 
+from ilp.http import IlpHttpApp, serve_ilp_http
+from ilp.ildcp import IldcpError, IldcpResponse, make_ildcp_handler
+from ilp.packet import Prepare
 from tests.interop.harness import free_port, run_js
 
 
@@ -114,3 +117,85 @@ async def test_fixed_token_refuses_a_wrong_one(interop: Path) -> None:
             )
             assert done.returncode == 0, done.stderr
             assert json.loads(done.stdout)["address"] == "test.harness.local.erin"
+
+
+# -- ILP over HTTP ----------------------------------------------------------------------------
+
+
+def ildcp_server(address: str = "test.up.me") -> IlpHttpApp:
+    """An ILP-over-HTTP parent ``test.up`` answering ILDCP with ``address`` to the token
+    ``right``; an address of ``refuse`` makes it refuse the request (F00, by the parent)."""
+
+    def config_for(_prepare: Prepare) -> IldcpResponse:
+        if address == "refuse":
+            raise IldcpError("no account for you")
+        return IldcpResponse(address, 9, "XRP")
+
+    return IlpHttpApp(make_ildcp_handler(config_for, "test.up"), token="right", address="test.up")
+
+
+async def test_query_address_over_http(nursery: trio.Nursery) -> None:
+    port = await nursery.start(serve_ilp_http, ildcp_server())
+    done = await ilp("query-address", "--json", "-u", f"http://me:right@127.0.0.1:{port}/ilp")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout) == {
+        "address": "test.up.me",
+        "asset_code": "XRP",
+        "asset_scale": 9,
+    }
+
+
+async def test_http_uplink_failures(nursery: trio.Nursery) -> None:
+    port = await nursery.start(serve_ilp_http, ildcp_server())
+    done = await ilp("query-address", "-u", f"http://me:wrong-token@127.0.0.1:{port}/ilp")
+    assert done.returncode == ExitCode.AUTH_REFUSED, done.stderr
+    assert done.stderr.decode() == (
+        f"Error: the connector at http://127.0.0.1:{port}/ilp refused our token "
+        "(--uplink / ILP_UPLINK).\n"
+    )
+    # The link's own warning shows with --debug only (without, it repeats the error).
+    done = await ilp(
+        "query-address", "--debug", "-u", f"http://me:wrong-token@127.0.0.1:{port}/ilp"
+    )
+    assert done.returncode != 0
+    assert (
+        f"WARNING ilp.http.client: the ILP-over-HTTP peer at http://127.0.0.1:{port}/ilp "
+        "refused our token (HTTP 401)\n"
+    ) in done.stderr.decode()
+    assert b"wrong-token" not in done.stderr
+    refusing = await nursery.start(serve_ilp_http, ildcp_server("refuse"))
+    done = await ilp("query-address", "-u", f"http://me:right@127.0.0.1:{refusing}/")
+    assert done.returncode == ExitCode.FAILED, done.stderr
+    assert b"did not give us an address" in done.stderr
+    assert b"no account for you" in done.stderr
+    done = await ilp("query-address", "-u", "http://me:right@127.0.0.1:99999/")
+    assert done.returncode == ExitCode.USAGE, done.stderr
+    assert b"invalid uplink URL" in done.stderr and b"right" not in done.stderr
+
+
+def test_unreachable_http_connector() -> None:
+    port = free_port()
+    result = CliRunner().invoke(
+        cli, ["query-address", "--uplink", f"http://me:secret-token@127.0.0.1:{port}/ilp"]
+    )
+    assert result.exit_code == ExitCode.UNREACHABLE
+    assert result.stderr == (
+        f"Error: cannot reach the connector at http://127.0.0.1:{port}/ilp (connection refused). "
+        "Start one, or set --uplink / ILP_UPLINK.\n"
+    )
+
+
+def test_receive_needs_a_btp_uplink(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        cli,
+        [
+            "receive",
+            "--ledger",
+            str(tmp_path / "ledger.sqlite3"),
+            "--uplink",
+            "https://me:secret-token@connector.example/ilp",
+        ],
+    )
+    assert result.exit_code == ExitCode.USAGE, result.output
+    assert "receiving needs a BTP uplink" in result.stderr
+    assert "secret-token" not in result.stderr

@@ -4,13 +4,18 @@ connector.js gets an ILP-over-HTTP account ``http`` (relation child, so it answe
 ``test.harness.http``): it accepts our POSTs on ``--http-port`` with the bearer token
 ``harness-incoming-secret``, and POSTs what is routed to that account to our
 :class:`~ilp.http.IlpHttpApp` with ``harness-outgoing-secret``. Both directions carry real
-STREAM payments: our ``pay()`` to receiver.js, and sender.js to our :class:`StreamServer`.
+STREAM payments: our ``pay()`` to receiver.js, and sender.js to our :class:`StreamServer`. The
+CLI (`ilp query-address`, `ilp pay`) uses the same account as its uplink.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -20,6 +25,7 @@ from pathlib import Path
 import httpx
 import pytest
 import trio
+from ilp_cli.exit_codes import ExitCode
 
 from ilp.http import HttpLink, IlpHttpApp, open_http_link, serve_ilp_http
 from ilp.ildcp import fetch_config
@@ -204,3 +210,49 @@ async def test_tokens_are_checked_both_ways(interop: Path) -> None:
     # makes of a 401 too).
     assert bounced.code == "F02"
     assert bounced.triggered_by == "test.harness"
+
+
+async def ilp_cli(*args: str) -> tuple[int, str, str]:
+    """Run ``ilp ARGS``: exit code, stdout, stderr."""
+    done = await trio.run_process(
+        [sys.executable, "-m", "ilp_cli", *args],
+        capture_stdout=True,
+        capture_stderr=True,
+        check=False,
+        stdin=subprocess.DEVNULL,
+        env={k: v for k, v in os.environ.items() if not k.startswith("ILP_")},
+    )
+    return done.returncode, done.stdout.decode(), done.stderr.decode()
+
+
+async def test_ilp_cli_over_http_to_connector_js(interop: Path) -> None:
+    """`ilp query-address` and `ilp pay` with connector.js as an ILP-over-HTTP uplink (the
+    token as the URL's password, as for BTP uplinks), paying receiver.js behind it."""
+    amount = 300_000
+    with trio.fail_after(LIMIT):
+        async with http_peering(interop, refuse) as peering:
+            incoming = peering.connector.ready["http_peer"]["incoming_url"]
+            uplink = incoming.replace("http://", f"http://harness:{THEIR_TOKEN}@", 1)
+            code, out, err = await ilp_cli("query-address", "--json", "-u", uplink)
+            assert code == ExitCode.OK, err
+            assert json.loads(out) == {
+                "address": "test.harness.http",
+                "asset_code": "XRP",
+                "asset_scale": 9,
+            }
+            wrong = incoming.replace("http://", "http://harness:wrong-token@", 1)
+            code, out, err = await ilp_cli("query-address", "-u", wrong)
+            assert code == ExitCode.AUTH_REFUSED, err
+            assert "refused our token" in err and "wrong-token" not in err
+            port = peering.connector.ready["btp_port"]
+            async with receiver_js(interop, port, "--max-lifetime-s", "180") as receiver:
+                spsp_url = receiver.ready["spsp_url"]
+                code, out, err = await ilp_cli("pay", spsp_url, str(amount), "--json", "-u", uplink)
+                assert code == ExitCode.OK, (out, err)
+                result = json.loads(out)
+                assert result["status"] == "complete"
+                assert result["source"]["address"] == "test.harness.http"
+                assert result["source"]["amount"] == result["destination"]["amount"] == str(amount)
+                line = await receiver.wait_for("money", where=lambda m: int(m["total"]) >= amount)
+                assert int(line["total"]) == amount
+                assert THEIR_TOKEN not in out + err

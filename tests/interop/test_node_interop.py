@@ -148,11 +148,13 @@ async def receive_from_sender_js(
 # -- our children ---------------------------------------------------------------------------
 
 
-async def test_ilp_pay_to_receiver_js_through_our_node(interop: Path) -> None:
+@pytest.mark.parametrize("uplink", ["btp", "http"])
+async def test_ilp_pay_to_receiver_js_through_our_node(interop: Path, uplink: str) -> None:
     """Many packets: the payer's max_packet_amount makes our node answer F08, and `ilp pay`
-    learns the limit from its data."""
+    learns the limit from its data. `ilp pay` is the child ``payer`` over BTP, or over ILP over
+    HTTP (POSTing to the node's API with the account's token)."""
     amount = 100_000
-    config = node_config(payer_account(max_packet_amount=1000))
+    config = replace(node_config(payer_account(max_packet_amount=1000)), api_port=0)
     with trio.fail_after(LIMIT):
         async with (
             open_node(config) as node,
@@ -161,7 +163,11 @@ async def test_ilp_pay_to_receiver_js_through_our_node(interop: Path) -> None:
             assert receiver.ready["address"] == f"{ADDRESS}.receiver"
             assert node.connector.accounts["receiver"].relation == "child"
             url = receiver.ready["spsp_url"]
-            code, out = await ilp_pay(url, amount, child_url(node, "payer"))
+            if uplink == "http":
+                payer = f"http://payer:payer-token@127.0.0.1:{node.api_port}/accounts/payer/ilp"
+            else:
+                payer = child_url(node, "payer")
+            code, out = await ilp_pay(url, amount, payer)
             assert code == ExitCode.OK, out
             await wait_received(receiver, amount)
             assert out["status"] == "complete"

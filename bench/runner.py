@@ -55,7 +55,13 @@ OPS: Final = "ops/s"
 ROOT: Final = Path(__file__).resolve().parent.parent
 JS_DIR: Final = Path(__file__).resolve().parent / "js"
 #: Suite modules, each with a ``BENCHMARKS`` sequence; later suites are added here.
-SUITES: Final[tuple[str, ...]] = ("bench.codecs", "bench.btp", "bench.stream", "bench.node")
+SUITES: Final[tuple[str, ...]] = (
+    "bench.codecs",
+    "bench.btp",
+    "bench.http",
+    "bench.stream",
+    "bench.node",
+)
 
 Op = Callable[[], object]
 OpMaker = Callable[[], Op]

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from bench import btp, codecs, node, stream
+from bench import btp, codecs, http, node, stream
 from bench.runner import (
     OPS,
     Benchmark,
@@ -221,20 +221,22 @@ def test_js_stream_input_matches_python(interop: Path) -> None:
         assert crypto.decrypt_packet(bytes.fromhex(hex_data)) == codecs.stream_packet()
 
 
-def test_btp_round_trips_both_sides(interop: Path) -> None:
-    proc = run_bench("--json", *TINY, "btp-roundtrip", env={"ILP_INTEROP_DIR": str(interop)})
+@pytest.mark.parametrize("kind", ["btp", "http"])
+def test_round_trips_both_sides(interop: Path, kind: str) -> None:
+    proc = run_bench("--json", *TINY, f"{kind}-roundtrip", env={"ILP_INTEROP_DIR": str(interop)})
     assert proc.returncode == 0, proc.stderr
     rows = json.loads(proc.stdout)
-    assert [r["name"] for r in rows] == ["btp-roundtrip-1", "btp-roundtrip-50"]
+    assert [r["name"] for r in rows] == [f"{kind}-roundtrip-1", f"{kind}-roundtrip-50"]
     for row in rows:
         assert row["unit"] == btp.ROUND_TRIPS
         assert row["python"] > 0 and row["js"] > 0, row["note"]
         assert row["ratio"] == pytest.approx(row["python"] / row["js"], rel=1e-2)
 
 
-def test_btp_round_trips_without_harness(tmp_path: Path) -> None:
+@pytest.mark.parametrize("suite", [btp, http], ids=["btp", "http"])
+def test_round_trips_without_harness(tmp_path: Path, suite: types.ModuleType) -> None:
     settings = Settings(number=60, repeat=1, interop=tmp_path)
-    rows, _ = run(btp.BENCHMARKS, settings, io.StringIO())
+    rows, _ = run(suite.BENCHMARKS, settings, io.StringIO())
     for row in rows:
         assert not row.failed, row.notes
         assert row.python is not None and row.python > 0
@@ -242,9 +244,10 @@ def test_btp_round_trips_without_harness(tmp_path: Path) -> None:
         assert "js n/a" in row.notes[0] and str(tmp_path) in row.notes[0]
 
 
-def test_btp_js_script_rejects_unknown_ids(interop: Path) -> None:
+@pytest.mark.parametrize("script", ["btp.js", "http.js"])
+def test_js_round_trip_scripts_reject_unknown_ids(interop: Path, script: str) -> None:
     proc = subprocess.run(
-        ["node", str(ROOT / "bench" / "js" / "btp.js"), "--interop", str(interop), "btp-nope"],
+        ["node", str(ROOT / "bench" / "js" / script), "--interop", str(interop), "nope"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -4,23 +4,15 @@ from __future__ import annotations
 
 import hashlib
 import socket
-import ssl
-import tempfile
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from datetime import UTC, datetime, timedelta
-from ipaddress import ip_address
-from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
 import wsproto
 import wsproto.events
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from ilp.btp import (
     BtpClient,
@@ -42,6 +34,7 @@ from ilp.btp._websocket import CloseReason, WebSocket, WebSocketClosedError
 from ilp.errors import AuthError, ConnectError
 from ilp.link import IlpLink, PrepareHandler, Reply
 from ilp.packet import ErrorCode, Fulfill, Prepare, Reject
+from tests.tls import self_signed_contexts
 
 FULFILLMENT = b"\x42" * 32
 CONDITION = hashlib.sha256(FULFILLMENT).digest()
@@ -670,43 +663,8 @@ async def test_replies_resolve_the_right_senders_among_expiring_ones() -> None:
     assert len(replies) == 60
 
 
-def _self_signed() -> tuple[ssl.SSLContext, ssl.SSLContext]:
-    """A server context with a fresh certificate for 127.0.0.1, and a client one trusting it."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=1))
-        .not_valid_after(now + timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ip_address("127.0.0.1"))]), False
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_pem = cert.public_bytes(serialization.Encoding.PEM)
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    with tempfile.TemporaryDirectory() as tmp:
-        cert_file, key_file = Path(tmp, "cert.pem"), Path(tmp, "key.pem")
-        cert_file.write_bytes(cert_pem)
-        key_file.write_bytes(key_pem)
-        server.load_cert_chain(cert_file, key_file)
-    client = ssl.create_default_context(cadata=cert_pem.decode("ascii"))
-    return server, client
-
-
 async def test_wss_with_an_ssl_context() -> None:
-    server_context, client_context = _self_signed()
+    server_context, client_context = self_signed_contexts()
     server = Server(ssl_context=server_context)
     url = server.url
     with trio.fail_after(LIMIT):

@@ -46,14 +46,20 @@ def test_bad_credentials_json() -> None:
         resolve_uplink(None, {"ILP_CREDENTIALS": "{}"})
 
 
-def test_unreachable_connector() -> None:
+@pytest.mark.parametrize(
+    ("uplink", "shown"),
+    [
+        ("btp+ws://me:secret-token@127.0.0.1:{port}", "ws://127.0.0.1:{port}"),
+        ("http://me:secret-token@127.0.0.1:{port}/ilp", "http://127.0.0.1:{port}/ilp"),
+    ],
+    ids=["btp", "http"],
+)
+def test_unreachable_connector(uplink: str, shown: str) -> None:
     port = free_port()
-    result = CliRunner().invoke(
-        cli, ["query-address", "--uplink", f"btp+ws://me:secret-token@127.0.0.1:{port}"]
-    )
+    result = CliRunner().invoke(cli, ["query-address", "--uplink", uplink.format(port=port)])
     assert result.exit_code == ExitCode.UNREACHABLE
     assert result.stderr == (
-        f"Error: cannot reach the connector at ws://127.0.0.1:{port} (connection refused). "
+        f"Error: cannot reach the connector at {shown.format(port=port)} (connection refused). "
         "Start one, or set --uplink / ILP_UPLINK.\n"
     )
     assert "secret-token" not in result.stderr
@@ -171,18 +177,6 @@ async def test_http_uplink_failures(nursery: trio.Nursery) -> None:
     done = await ilp("query-address", "-u", "http://me:right@127.0.0.1:99999/")
     assert done.returncode == ExitCode.USAGE, done.stderr
     assert b"invalid uplink URL" in done.stderr and b"right" not in done.stderr
-
-
-def test_unreachable_http_connector() -> None:
-    port = free_port()
-    result = CliRunner().invoke(
-        cli, ["query-address", "--uplink", f"http://me:secret-token@127.0.0.1:{port}/ilp"]
-    )
-    assert result.exit_code == ExitCode.UNREACHABLE
-    assert result.stderr == (
-        f"Error: cannot reach the connector at http://127.0.0.1:{port}/ilp (connection refused). "
-        "Start one, or set --uplink / ILP_UPLINK.\n"
-    )
 
 
 def test_receive_needs_a_btp_uplink(tmp_path: Path) -> None:

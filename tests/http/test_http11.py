@@ -6,25 +6,20 @@ comes back, ``send`` returns a Fulfill or a Reject and never raises."""
 from __future__ import annotations
 
 import hashlib
-import ipaddress
 import ssl
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from pathlib import Path
 
 import pytest
 import trio
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ilp.http import HttpLink, open_http_link
 from ilp.packet import Fulfill, Prepare, Reject
+from tests.tls import self_signed_contexts
 
 FULFILLMENT = b"\x42" * 32
 CONDITION = hashlib.sha256(FULFILLMENT).digest()
@@ -256,44 +251,11 @@ def test_any_answer_is_a_reply_never_an_exception(answer: bytes) -> None:
 # -- TLS ------------------------------------------------------------------------------------------
 
 
-def self_signed() -> tuple[bytes, bytes]:
-    """A certificate for 127.0.0.1 and its key, PEM."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=1))
-        .not_valid_after(now + timedelta(hours=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    key_pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    return cert.public_bytes(serialization.Encoding.PEM), key_pem
-
-
 @asynccontextmanager
-async def tls_server(tmp_path: Path) -> AsyncIterator[tuple[str, ssl.SSLContext]]:
+async def tls_server() -> AsyncIterator[tuple[str, ssl.SSLContext]]:
     """An HTTPS server answering every request with the Fulfill; yields its URL and a client
     context that trusts its certificate."""
-    cert, key = self_signed()
-    (tmp_path / "cert.pem").write_bytes(cert)
-    (tmp_path / "key.pem").write_bytes(key)
-    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    server_context.load_cert_chain(tmp_path / "cert.pem", tmp_path / "key.pem")
-    client_context = ssl.create_default_context(cadata=cert.decode())
+    server_context, client_context = self_signed_contexts()
 
     async def handle(stream: trio.SSLStream[trio.SocketStream]) -> None:
         buffer = bytearray()
@@ -314,9 +276,9 @@ async def tls_server(tmp_path: Path) -> AsyncIterator[tuple[str, ssl.SSLContext]
             nursery.cancel_scope.cancel()
 
 
-async def test_https(tmp_path: Path) -> None:
+async def test_https() -> None:
     with trio.fail_after(LIMIT):
-        async with tls_server(tmp_path) as (url, trusting):
+        async with tls_server() as (url, trusting):
             async with open_http_link(url, verify=trusting) as link:
                 assert await link.send(prepare()) == Fulfill(FULFILLMENT, b"hi")
                 assert await link.send(prepare()) == Fulfill(FULFILLMENT, b"hi")

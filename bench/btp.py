@@ -37,7 +37,7 @@ from ilp.btp import BtpRequest, open_btp_client, serve_btp
 from ilp.link import IlpLink, Reply
 from ilp.packet import Fulfill, Prepare
 
-from .runner import Benchmark, Measurement, Settings, run_js
+from .runner import Benchmark, Measurement, Settings, grow, run_js
 
 __all__ = [
     "BENCHMARKS",
@@ -113,14 +113,8 @@ async def link_rate(link: IlpLink, in_flight: int, settings: Settings) -> float:
     number = settings.number
     if number <= 0:
         number = in_flight
-        while True:
-            elapsed = await _round_trips(link, number, in_flight)
-            if elapsed >= settings.time:
-                break
-            if elapsed >= settings.time / 100:
-                number = math.ceil(number * 1.5 * settings.time / elapsed)
-            else:
-                number *= 10
+        while (elapsed := await _round_trips(link, number, in_flight)) < settings.time:
+            number = grow(number, elapsed, settings)
     best = math.inf
     for _ in range(settings.repeat):
         best = min(best, await _round_trips(link, number, in_flight))

@@ -43,6 +43,7 @@ __all__ = [
     "Measurement",
     "Row",
     "Settings",
+    "grow",
     "load_benchmarks",
     "main",
     "render_table",
@@ -174,19 +175,22 @@ def _loop(op: Op, number: int) -> float:
     return (time.perf_counter_ns() - start) / 1e9
 
 
+def grow(number: int, elapsed: float, settings: Settings) -> int:
+    """The calibration's next loop count after ``number`` took ``elapsed`` seconds, less than
+    ``settings.time``: aim at 1.5 times that (a run still too short rescales), or ten times
+    more while a run is too short to scale from."""
+    if elapsed >= settings.time / 100:
+        return math.ceil(number * 1.5 * settings.time / elapsed)
+    return number * 10
+
+
 def time_op(op: Op, settings: Settings) -> float:
     """Operations per second of ``op()``: calibrated loop count, best of ``settings.repeat``."""
     number = settings.number
     if number <= 0:
         number = 1
-        while True:
-            elapsed = _loop(op, number)
-            if elapsed >= settings.time:
-                break
-            if elapsed >= settings.time / 100:
-                number = math.ceil(number * 1.5 * settings.time / elapsed)
-            else:
-                number *= 10
+        while (elapsed := _loop(op, number)) < settings.time:
+            number = grow(number, elapsed, settings)
     best = min(_loop(op, number) for _ in range(settings.repeat))
     return number / max(best, 1e-9)
 

@@ -12,8 +12,8 @@
 // clients do that inside send; the plugins leave it to their caller).
 //
 // `<kind>-roundtrip-K` keeps K Prepares in flight: K async loops each send one after the other
-// until N round trips are done. N is calibrated as bench/js/timing.js does (until one run takes
-// --time seconds, aiming at 1.5 times that), then the best of --repeat runs counts.
+// until N round trips are done. N is calibrated by bench/js/timing.js's `calibrated` (until one
+// run takes --time seconds, aiming at 1.5 times that), then the best of --repeat runs counts.
 //
 // Usage: node <script>.js [--interop DIR] [--time S] [--repeat N] [--number N] ID...
 // Prints one JSON line like timing.js: {"node", "results": [{"id", "ops_per_s", "number",
@@ -23,6 +23,7 @@ const crypto = require('crypto')
 const net = require('net')
 const path = require('path')
 const { createRequire } = require('module')
+const { calibrated, parseArgs } = require('./timing')
 
 const FULFILLMENT = Buffer.from(Array.from({ length: 32 }, (_, i) => 200 + i))
 const CONDITION = crypto.createHash('sha256').update(FULFILLMENT).digest()
@@ -31,24 +32,6 @@ const DESTINATION = 'example.server'
 const AMOUNT = '100'
 const EXPIRY_MS = 30000
 const SECRET = 'bench-secret'
-
-function parseArgs (argv) {
-  const opts = { interop: process.env.ILP_INTEROP_DIR || '', time: 0.5, repeat: 5, number: 0, ids: [] }
-  for (let i = 0; i < argv.length; i++) {
-    const arg = argv[i]
-    if (arg === '--interop') opts.interop = argv[++i]
-    else if (arg === '--time') opts.time = Number(argv[++i])
-    else if (arg === '--repeat') opts.repeat = Number(argv[++i])
-    else if (arg === '--number') opts.number = Number(argv[++i])
-    else if (arg.startsWith('--')) throw new Error('unknown option ' + arg)
-    else opts.ids.push(arg)
-  }
-  if (!opts.interop) throw new Error('set ILP_INTEROP_DIR or pass --interop')
-  if (!(opts.time > 0) || !(opts.repeat >= 1) || !(opts.number >= 0)) {
-    throw new Error('--time must be > 0, --repeat >= 1, --number >= 0')
-  }
-  return opts
-}
 
 function freePort () {
   return new Promise((resolve, reject) => {
@@ -101,23 +84,8 @@ async function roundTrips (roundTrip, count, inFlight) {
   return Number(process.hrtime.bigint() - start) / 1e9
 }
 
-async function measure (roundTrip, inFlight, opts) {
-  let number = opts.number
-  if (!number) {
-    number = inFlight
-    for (;;) {
-      const elapsed = await roundTrips(roundTrip, number, inFlight)
-      if (elapsed >= opts.time) break
-      number = elapsed >= opts.time / 100
-        ? Math.ceil(number * 1.5 * opts.time / elapsed)
-        : number * 10
-    }
-  }
-  let best = Infinity
-  for (let r = 0; r < opts.repeat; r++) {
-    best = Math.min(best, await roundTrips(roundTrip, number, inFlight))
-  }
-  return { ops_per_s: number / Math.max(best, 1e-9), number }
+function measure (roundTrip, inFlight, opts) {
+  return calibrated((n) => roundTrips(roundTrip, n, inFlight), opts, inFlight)
 }
 
 function message (err) {
@@ -130,6 +98,7 @@ async function run (packageNames, inFlightById, openPair) {
   const packages = {}
   try {
     opts = parseArgs(process.argv.slice(2))
+    if (opts.emit) throw new Error('--emit is for the codec benchmarks')
     const req = createRequire(path.join(path.resolve(opts.interop), 'package.json'))
     for (const name of packageNames) packages[name] = req(name)
   } catch (err) {

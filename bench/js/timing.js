@@ -48,15 +48,16 @@ async function loopAsync (op, n) {
   return Number(process.hrtime.bigint() - start) / 1e9
 }
 
-async function measure (bench, opts) {
-  const loop = bench.async ? loopAsync : loopSync
+// `{ops_per_s, number}` for `run(n)`, which does n operations and resolves to the seconds they
+// took: the count grows from `start` until one run takes at least --time seconds, aiming at 1.5
+// times that (a run that is still too short after scaling, e.g. before the JIT warmed up,
+// rescales); then the best of --repeat runs counts.
+async function calibrated (run, opts, start) {
   let number = opts.number
   if (!number) {
-    // Grow the count until one run takes at least --time seconds, aiming at 1.5 times that
-    // (a run that is still too short after scaling, e.g. before the JIT warmed up, rescales).
-    number = 1
+    number = start
     for (;;) {
-      const elapsed = await loop(bench.op, number)
+      const elapsed = await run(number)
       if (elapsed >= opts.time) break
       number = elapsed >= opts.time / 100
         ? Math.ceil(number * 1.5 * opts.time / elapsed)
@@ -65,9 +66,14 @@ async function measure (bench, opts) {
   }
   let best = Infinity
   for (let r = 0; r < opts.repeat; r++) {
-    best = Math.min(best, await loop(bench.op, number))
+    best = Math.min(best, await run(number))
   }
   return { ops_per_s: number / Math.max(best, 1e-9), number }
+}
+
+function measure (bench, opts) {
+  const loop = bench.async ? loopAsync : loopSync
+  return calibrated((n) => loop(bench.op, n), opts, 1)
 }
 
 function toHex (value) {
@@ -115,4 +121,4 @@ async function main (makeBenchmarks) {
   process.stdout.write(JSON.stringify(out) + '\n')
 }
 
-module.exports = { main }
+module.exports = { main, parseArgs, calibrated }

@@ -139,6 +139,13 @@ def _utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def _header_value(value: str, what: str) -> str:
+    """``value`` if it can go into a header line as it is (no CR or LF), else ValueError."""
+    if not (value.isascii() and value.isprintable()):
+        raise ValueError(f"the {what} must be printable ASCII")
+    return value
+
+
 class HttpLink:
     """An :class:`~ilp.link.IlpLink` that POSTs each Prepare to ``url`` (synchronous RFC 35).
 
@@ -173,16 +180,10 @@ class HttpLink:
             target += "?" + quote(parts.query, safe="/%:@!$&'()*+,;=-._~?")
         head = [f"POST {target} HTTP/1.1", f"Host: {parts.netloc}"]
         head += [f"Content-Type: {CONTENT_TYPE}", f"Accept: {CONTENT_TYPE}"]
-        for name, value in (("Authorization", token), ("ILP-Peer-Name", peer_name)):
-            if value:
-                if not (value.isascii() and value.isprintable()):
-                    raise ValueError(
-                        f"the {'token' if name == 'Authorization' else 'peer name'} "
-                        "must be printable ASCII"
-                    )
-                head.append(
-                    f"{name}: Bearer {value}" if name == "Authorization" else f"{name}: {value}"
-                )
+        if token:
+            head.append(f"Authorization: Bearer {_header_value(token, 'token')}")
+        if peer_name:
+            head.append(f"ILP-Peer-Name: {_header_value(peer_name, 'peer name')}")
         self._head = ("\r\n".join(head) + "\r\nContent-Length: ").encode("ascii")
         context: ssl.SSLContext | None = None
         if scheme == "https":

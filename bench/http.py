@@ -1,7 +1,8 @@
 """ILP-over-HTTP round trips per second on loopback: our link and server beside ilp-plugin-http.
 
-Each round trip is one ``POST`` of a Prepare from our :class:`~ilp.http.HttpLink` (httpx,
-pooled HTTP/1.1 connections) to our :class:`~ilp.http.IlpHttpApp` (hypercorn) on 127.0.0.1,
+Each round trip is one ``POST`` of a Prepare from our :class:`~ilp.http.HttpLink` (its own
+HTTP/1.1 client, :mod:`ilp.http._http11`, with pooled keep-alive connections) to our
+:class:`~ilp.http.IlpHttpApp` (on our HTTP/1.1 server, :mod:`ilp._http_server`) on 127.0.0.1,
 with the Fulfill as the answer's body; the JS side is two ilp-plugin-http instances (node-fetch
 with Node's keep-alive agent, Koa). The work per round trip, the in-flight counts
 (``http-roundtrip-1`` and ``-50``), the calibration and the fairness rules are those of

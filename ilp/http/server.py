@@ -40,11 +40,11 @@ from typing import Final
 import trio
 
 from .._asgi import Receive, Scope, Send, header, serve_lifespan
+from .._http_server import serve_asgi
 from ..btp.session import local_reject
 from ..errors import DecodeError
 from ..link import PrepareHandler, Reply
 from ..packet import Prepare, decode_packet
-from ..spsp.server import serve_spsp
 from .client import CONTENT_TYPE
 
 __all__ = ["MAX_REQUEST_SIZE", "IlpHttpApp", "IlpHttpRequest", "Resolver", "serve_ilp_http"]
@@ -237,7 +237,7 @@ async def serve_ilp_http(
     *,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve ``app`` (an :class:`IlpHttpApp`) on ``host``:``port`` with hypercorn's trio worker,
-    for ``port = await nursery.start(serve_ilp_http, app, host, 0)``; runs until cancelled.
-    The same runner as :func:`~ilp.spsp.server.serve_spsp`."""
-    await serve_spsp(app, host, port, task_status=task_status)
+    """Serve ``app`` (an :class:`IlpHttpApp`) on ``host``:``port`` with our HTTP/1.1 server
+    (:mod:`ilp._http_server`), for ``port = await nursery.start(serve_ilp_http, app, host, 0)``;
+    runs until cancelled. Failures of the application are logged to ``ilp.http.server``."""
+    await serve_asgi(app, host, port, log=_log, task_status=task_status)

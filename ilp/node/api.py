@@ -1,4 +1,5 @@
-"""The HTTP API of ``ilp node``: a plain ASGI application, served by hypercorn like the SPSP server.
+"""The HTTP API of ``ilp node``: a plain ASGI application, served like the SPSP server
+(:mod:`ilp._http_server`).
 
 ::
 

@@ -22,7 +22,7 @@ What runs, all in the node's nursery:
 - the route exchange (CCP) with peer and parent accounts (:mod:`ilp.ccp.routing`), unless
   ``route_broadcast`` is off: one task that follows the links, sends the control requests and
   route updates that are due (each in a task of its own) and expires what peers stopped renewing.
-- the HTTP API (:mod:`ilp.node.api`), on hypercorn like the SPSP server. It also takes the
+- the HTTP API (:mod:`ilp.node.api`), on our HTTP server like the SPSP server. It also takes the
   Prepares that ILP-over-HTTP peers POST to ``/accounts/<name>/ilp`` with the account's token.
 
 Without an address in the configuration, the node asks its parent over ILDCP before it serves.

@@ -2,7 +2,8 @@
 
 * :mod:`ilp.spsp.pointer` — payment pointers and SPSP responses (sans-I/O).
 * :mod:`ilp.spsp.client` — :func:`query_spsp` (httpx).
-* :mod:`ilp.spsp.server` — :class:`SpspApp` (ASGI) and :func:`serve_spsp` (hypercorn on trio).
+* :mod:`ilp.spsp.server` — :class:`SpspApp` (ASGI) and :func:`serve_spsp` (our HTTP/1.1
+  server, :mod:`ilp._http_server`).
 
 The client and server are imported lazily, on first use of their names, so that importing the
 pointer code never pulls in httpx or trio.

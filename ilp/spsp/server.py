@@ -16,8 +16,9 @@ headers of SPEC §11.2. A request carrying ``Receipt-Nonce`` (base64, 16 bytes) 
 (RFC 39) and ``"receipts_enabled": true``. With an account resolver, a path it does not know gets
 404 ``{"id": "InvalidReceiverError", ...}``; what it returns becomes the connection's tag.
 
-:func:`serve_spsp` runs any ASGI app with hypercorn's trio worker, for ``nursery.start``: it
-reports the port it listens on (useful with port 0) and stops when cancelled.
+:func:`serve_spsp` runs any ASGI app on our HTTP/1.1 server (:mod:`ilp._http_server`), for
+``nursery.start``: it reports the port it listens on (useful with port 0) and stops when
+cancelled.
 """
 
 from __future__ import annotations
@@ -27,13 +28,13 @@ import binascii
 import inspect
 import json
 import logging
-import socket
 from collections.abc import Awaitable, Callable
-from typing import Any, Final, Protocol, cast
+from typing import Final, Protocol
 
 import trio
 
 from .._asgi import Receive, Scope, Send, header, serve_lifespan
+from .._http_server import serve_asgi
 from .pointer import SPSP_CONTENT_TYPE
 
 __all__ = ["AccountResolver", "CredentialSource", "SpspApp", "serve_spsp"]
@@ -182,41 +183,11 @@ async def serve_spsp(
     *,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve the ASGI ``app`` over HTTP on ``host``:``port`` with hypercorn's trio worker.
+    """Serve the ASGI ``app`` over HTTP/1.1 on ``host``:``port`` (:mod:`ilp._http_server`).
 
     For ``port = await nursery.start(serve_spsp, app, host, 0)``: reports the port it listens on
     once it accepts connections, then serves until cancelled. A port that cannot be bound raises
-    :class:`OSError` from ``nursery.start``. Hypercorn's log lines go to the ``ilp.spsp.server``
-    logger.
+    :class:`OSError` from ``nursery.start``. Failures of the application are logged to the
+    ``ilp.spsp.server`` logger.
     """
-    from hypercorn.config import Config
-    from hypercorn.trio import serve
-
-    # The socket is bound here, so that a busy port is a plain OSError and port 0 is resolved
-    # before hypercorn starts; hypercorn takes it over as an inherited file descriptor.
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((host, port))
-        actual_port: int = sock.getsockname()[1]
-    except BaseException:
-        sock.close()
-        raise
-    config = Config()
-    config.bind = [f"fd://{sock.detach()}"]
-    config.errorlog = _log
-    config.accesslog = None
-    config.graceful_timeout = 1.0
-
-    def started(_binds: object = None) -> None:
-        task_status.started(actual_port)
-
-    await serve(cast("Any", app), config, task_status=cast("Any", _Started(started)))
-
-
-class _Started:
-    """A task status for hypercorn that reports our port instead of its bind strings."""
-
-    def __init__(self, started: Callable[[object], None]) -> None:
-        self.started = started
+    await serve_asgi(app, host, port, log=_log, task_status=task_status)

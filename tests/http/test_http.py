@@ -64,7 +64,7 @@ def raw_app(status: int, body: bytes, content_type: bytes = b"application/octet-
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
-            raise ValueError("no lifespan here")  # hypercorn then goes on without one
+            raise ValueError("no lifespan here")
         while (await receive()).get("more_body", False):
             pass
         headers = [(b"content-type", content_type), (b"content-length", b"%d" % len(body))]

@@ -1,4 +1,4 @@
-"""The SPSP server: SpspApp served by hypercorn on trio, queried with httpx over 127.0.0.1."""
+"""The SPSP server: SpspApp served by our HTTP/1.1 server on trio, queried with httpx over 127.0.0.1."""
 
 from __future__ import annotations
 

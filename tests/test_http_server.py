@@ -524,19 +524,19 @@ async def test_timeouts_close_idle_and_slow_connections(
         await idle.read_answer()
         start = trio.current_time()
         assert await idle.closed()
-        assert trio.current_time() - start == pytest.approx(IDLE_TIMEOUT)
+        assert IDLE_TIMEOUT <= trio.current_time() - start <= IDLE_TIMEOUT + 1
 
         slow = await connected(nursery)
         start = trio.current_time()
         await slow.send(b"GET / HTTP/1.1\r\n")
         assert await slow.closed()
-        assert trio.current_time() - start == pytest.approx(IO_TIMEOUT)
+        assert IO_TIMEOUT <= trio.current_time() - start <= IO_TIMEOUT + 1
 
         stalled = await connected(nursery)
         start = trio.current_time()
         await stalled.send(post(b"0123456789")[:-3])
         assert await stalled.closed()
-        assert trio.current_time() - start == pytest.approx(IO_TIMEOUT)
+        assert IO_TIMEOUT <= trio.current_time() - start <= IO_TIMEOUT + 1
 
 
 # -- over TCP, read by h11 (httpx) ---------------------------------------------------------------

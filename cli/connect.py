@@ -5,9 +5,8 @@ Used by every command that needs a connector (`query-address`, `pay`, `quote`, `
 that they all say the same thing and exit with the same code when the connector is down (5),
 refuses our token (8), gives us no address (4) or the URL is malformed (2).
 
-Commands that only send (`pay`, `quote`, `query-address`) take either kind of uplink
-(:func:`open_uplink`). `receive` needs BTP (:func:`open_btp_uplink`): over ILP over HTTP the
-connector would POST the Prepares for us to an HTTP endpoint of ours, which it does not serve.
+Every command takes either kind of uplink (:func:`open_uplink`). Over ILP over HTTP nothing
+comes back on our own requests: `receive` serves an endpoint the connector POSTs to.
 """
 
 from __future__ import annotations
@@ -148,18 +147,6 @@ async def open_http_uplink(uplink: Uplink) -> AsyncIterator[tuple[HttpLink, Ildc
         yield link, config
 
 
-def check_btp_uplink(uplink: Uplink) -> None:
-    """A usage error for an ILP-over-HTTP uplink where packets must reach us (`ilp receive`):
-    over ILP over HTTP the connector would POST them to an HTTP endpoint of ours."""
-    if is_http_url(uplink.url):
-        raise CliError(
-            "receiving needs a BTP uplink (btp+ws:// or btp+wss://): over ILP over HTTP the "
-            "connector would POST our incoming packets to an HTTP endpoint of ours, and there "
-            "is none.",
-            ExitCode.USAGE,
-        )
-
-
 @asynccontextmanager
 async def open_btp_uplink(
     uplink: Uplink, *, connect_timeout: float = 10.0
@@ -169,10 +156,8 @@ async def open_btp_uplink(
     Failures of connecting, of ILDCP and of the link itself (also when the block is left) raise
     :class:`CliError` with the right exit code. Exceptions raised by the block pass unchanged.
     Bound the whole with a cancel scope; each connection attempt gives up after
-    ``connect_timeout`` seconds. An ILP-over-HTTP URL is a usage error here: the commands that
-    use this take Prepares from the connector, which needs a BTP connection.
+    ``connect_timeout`` seconds.
     """
-    check_btp_uplink(uplink)
     inner: BaseException | None = None
     try:
         async with open_btp_client(

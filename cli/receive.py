@@ -2,6 +2,8 @@
 
 It connects to the uplink (BTP, then ILDCP for our address and asset), mounts a
 :class:`~ilp.stream.server.StreamServer` as the link's Prepare handler and serves SPSP over HTTP.
+Over an ILP-over-HTTP uplink the ILDCP request is a POST to the connector, and the connector
+POSTs our incoming Prepares to ``/ilp`` on the same port as SPSP, with ``--incoming-token``.
 Each SPSP query gets credentials with a fresh connection tag, which names the connection in the
 output and the ledger.
 
@@ -26,7 +28,10 @@ from typing import Any
 import click
 import trio
 
+from ilp._asgi import Receive, Scope, Send
 from ilp.amount import Amount
+from ilp.btp.client import BtpClient
+from ilp.http import IlpHttpApp, is_http_url
 from ilp.ildcp import IldcpResponse
 from ilp.ledger import Credit, Ledger, LedgerError
 from ilp.spsp.server import SpspApp, serve_spsp
@@ -35,7 +40,7 @@ from ilp.stream.pay import AssetDetails
 from ilp.stream.server import StreamServer
 
 from .amounts import AMOUNT, AmountArg
-from .connect import check_btp_uplink, open_btp_uplink
+from .connect import open_uplink
 from .exit_codes import ExitCode
 from .ledger_cmd import ledger_option, ledger_path
 from .main_options import debug_option
@@ -118,6 +123,13 @@ class ReceiveArgs:
     ledger: Path
     uplink: Uplink
     as_json: bool
+    incoming_token: str | None = field(default=None, repr=False)
+    """The bearer token the connector sends when it POSTs Prepares (ILP-over-HTTP uplinks)."""
+
+    @property
+    def over_http(self) -> bool:
+        """Whether the uplink is ILP over HTTP (the connector POSTs our Prepares to us)."""
+        return is_http_url(self.uplink.url)
 
 
 @dataclass(slots=True)
@@ -177,10 +189,34 @@ def payment_pointer(host: str, port: int) -> str | None:
     return f"${shown}" if port == 443 else f"${shown}:{port}"
 
 
+ILP_PATH = "/ilp"
+"""Where an ILP-over-HTTP uplink POSTs our incoming Prepares (any path is taken)."""
+
+
+class ReceiverApp:
+    """SPSP and, over an ILP-over-HTTP uplink, the Prepares the connector POSTs: one ASGI
+    application on one port. Every ``POST`` goes to ``ilp`` (SPSP is ``GET`` only)."""
+
+    def __init__(self, spsp: SpspApp, ilp: IlpHttpApp | None) -> None:
+        self.spsp = spsp
+        self.ilp = ilp
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.ilp is not None and scope["type"] == "http" and scope.get("method") == "POST":
+            await self.ilp.handle_http(scope, receive, send)
+        else:
+            await self.spsp(scope, receive, send)
+
+
+def ilp_url(host: str, port: int) -> str:
+    """The URL the connector POSTs our Prepares to (as :func:`spsp_url` shows hosts)."""
+    return spsp_url(host, port).removesuffix("/.well-known/pay") + ILP_PATH
+
+
 async def run_receive(receiver: Receiver, ledger: Ledger) -> None:
     """Connect, serve SPSP and STREAM, record credits; return once --amount is reached."""
     args = receiver.args
-    async with open_btp_uplink(args.uplink) as (link, config):
+    async with open_uplink(args.uplink) as (link, config):
         receiver.config = config
         if args.amount is not None:
             asset = AssetDetails(config.asset_code, config.asset_scale)
@@ -226,7 +262,11 @@ async def run_receive(receiver: Receiver, ledger: Ledger) -> None:
             link=link,
             should_fulfill=should_fulfill,
         )
-        app = SpspApp(server, resolve_account=lambda _path: "c" + secrets.token_hex(6))
+        spsp = SpspApp(server, resolve_account=lambda _path: "c" + secrets.token_hex(6))
+        incoming = None
+        if not isinstance(link, BtpClient):
+            incoming = IlpHttpApp(server, token=args.incoming_token, address=address)
+        app = ReceiverApp(spsp, incoming)
         live: set[Connection] = set()
 
         async def watch(conn: Connection) -> None:
@@ -261,7 +301,8 @@ async def run_receive(receiver: Receiver, ledger: Ledger) -> None:
                     "Choose another --port (0 picks a free one).",
                     ExitCode.USAGE,
                 ) from None
-            link.handler = server
+            if isinstance(link, BtpClient):
+                link.handler = server
             _ready(receiver, port)
             await receiver.reached.wait()
             # Let the senders close their connections (bounded), then stop.
@@ -269,7 +310,8 @@ async def run_receive(receiver: Receiver, ledger: Ledger) -> None:
                 with trio.move_on_after(CLOSE_GRACE):
                     while live:
                         await _next_close(live)
-            link.handler = None
+            if isinstance(link, BtpClient):
+                link.handler = None
             if receiver.failure is None:
                 receiver.emit(
                     {"event": "done", "total": str(receiver.total)},
@@ -290,6 +332,23 @@ async def _next_close(live: set[Connection]) -> None:
             nursery.start_soon(wait)
 
 
+def check_incoming(args: ReceiveArgs) -> None:
+    """A usage error unless ``--incoming-token`` goes with an ILP-over-HTTP uplink."""
+    if args.over_http and not args.incoming_token:
+        raise CliError(
+            "receiving over an ILP-over-HTTP uplink needs --incoming-token (or "
+            "ILP_INCOMING_TOKEN): the bearer token the connector sends when it POSTs our "
+            f"incoming Prepares to {ilp_url(args.host, args.port)}.",
+            ExitCode.USAGE,
+        )
+    if args.incoming_token and not args.over_http:
+        raise CliError(
+            "--incoming-token is for ILP-over-HTTP uplinks (http:// or https://); over BTP "
+            "the Prepares come back on the connection we open.",
+            ExitCode.USAGE,
+        )
+
+
 def _ready(receiver: Receiver, port: int) -> None:
     args = receiver.args
     config = receiver.config
@@ -303,6 +362,7 @@ def _ready(receiver: Receiver, port: int) -> None:
                 "address": config.client_address,
                 "asset": {"code": config.asset_code, "scale": config.asset_scale},
                 "spsp_url": url,
+                "ilp_url": ilp_url(args.host, port) if args.over_http else None,
                 "payment_pointer": pointer,
                 "ledger": str(args.ledger),
                 "amount": None if receiver.target is None else str(receiver.target),
@@ -319,6 +379,11 @@ def _ready(receiver: Receiver, port: int) -> None:
         + (
             f"Payment pointer: {pointer} (it means HTTPS: put a TLS proxy in front)\n"
             if pointer
+            else ""
+        )
+        + (
+            f"ILP over HTTP: the connector POSTs to {ilp_url(args.host, port)}\n"
+            if args.over_http
             else ""
         )
         + f"Ledger: {args.ledger}\nCtrl-C to stop.\n"
@@ -366,6 +431,13 @@ async def _main(receiver: Receiver, ledger: Ledger) -> None:
 )
 @ledger_option
 @uplink_option
+@click.option(
+    "--incoming-token",
+    envvar="ILP_INCOMING_TOKEN",
+    metavar="TOKEN",
+    help="With an ILP-over-HTTP uplink: the bearer token the connector sends when it POSTs "
+    "our incoming Prepares to http://HOST:PORT/ilp (required there). [env: ILP_INCOMING_TOKEN]",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON event per line on stdout.")
 @debug_option
 def receive_command(
@@ -374,6 +446,7 @@ def receive_command(
     amount: AmountArg | None,
     ledger: str | None,
     uplink: str | None,
+    incoming_token: str | None,
     as_json: bool,
 ) -> None:
     """Receive payments: serve SPSP, accept STREAM money through the uplink, record each credit.
@@ -383,8 +456,10 @@ def receive_command(
     ready, money, connection_closed, done. Every credit is committed to the ledger (see
     `ilp ledger`) before its Fulfill is sent. Runs until Ctrl-C, or until --amount arrived.
     """
-    args = ReceiveArgs(host, port, amount, ledger_path(ledger), resolve_uplink(uplink), as_json)
-    check_btp_uplink(args.uplink)
+    args = ReceiveArgs(
+        host, port, amount, ledger_path(ledger), resolve_uplink(uplink), as_json, incoming_token
+    )
+    check_incoming(args)
     receiver = Receiver(args)
     try:
         book = Ledger(args.ledger)

@@ -179,17 +179,28 @@ async def test_http_uplink_failures(nursery: trio.Nursery) -> None:
     assert b"invalid uplink URL" in done.stderr and b"right" not in done.stderr
 
 
-def test_receive_needs_a_btp_uplink(tmp_path: Path) -> None:
-    result = CliRunner().invoke(
-        cli,
-        [
-            "receive",
-            "--ledger",
-            str(tmp_path / "ledger.sqlite3"),
-            "--uplink",
+@pytest.mark.parametrize(
+    ("uplink", "extra", "words"),
+    [
+        (
             "https://me:secret-token@connector.example/ilp",
-        ],
-    )
+            [],
+            "needs --incoming-token (or ILP_INCOMING_TOKEN): the bearer token the connector "
+            "sends when it POSTs our incoming Prepares to http://127.0.0.1:7780/ilp.",
+        ),
+        (
+            "btp+ws://me:secret-token@127.0.0.1:7768",
+            ["--incoming-token", "secret-incoming"],
+            "--incoming-token is for ILP-over-HTTP uplinks",
+        ),
+    ],
+    ids=["http-without-token", "btp-with-token"],
+)
+def test_receive_takes_an_incoming_token_with_http_uplinks_only(
+    tmp_path: Path, uplink: str, extra: list[str], words: str
+) -> None:
+    ledger = str(tmp_path / "ledger.sqlite3")
+    result = CliRunner().invoke(cli, ["receive", "--ledger", ledger, "--uplink", uplink, *extra])
     assert result.exit_code == ExitCode.USAGE, result.output
-    assert "receiving needs a BTP uplink" in result.stderr
-    assert "secret-token" not in result.stderr
+    assert words in " ".join(result.stderr.split())
+    assert "secret-token" not in result.stderr and "secret-incoming" not in result.stderr

@@ -131,3 +131,38 @@ async def test_interrupt_reports_what_arrived(interop: Path, tmp_path: Path) -> 
             assert "Received 700 (0.0000007 XRP)" in receiver.stderr_tail()
     with Ledger(ledger_file) as book:
         assert sum(c.credit.amount for c in book.credits()) == 700
+
+
+async def test_sender_js_pays_ilp_receive_over_http(interop: Path, tmp_path: Path) -> None:
+    """`ilp receive` as connector.js's ILP-over-HTTP child: ILDCP is a POST to connector.js,
+    whose ilp-plugin-http then POSTs our incoming Prepares to ``/ilp`` on our SPSP port."""
+    ledger_file = tmp_path / "ledger.sqlite3"
+    btp_port, http_port, our_port = free_port(), free_port(), free_port()
+    connector_args = ["--btp-port", str(btp_port), "--http-port", str(http_port)]
+    connector_args += ["--http-url", f"http://127.0.0.1:{our_port}/ilp"]
+    connector_args += ["--http-relation", "child", "--http-incoming-token", "to-connector"]
+    connector_args += ["--http-outgoing-token", "to-receiver"]
+    with trio.fail_after(LIMIT):
+        async with run_js(interop, "connector.js", *connector_args):
+            async with run_program(
+                "ilp receive",
+                [
+                    *(sys.executable, "-m", "ilp_cli", "receive", "--json"),
+                    *("--port", str(our_port), "--ledger", str(ledger_file)),
+                    *("--uplink", f"http://harness:to-connector@127.0.0.1:{http_port}/"),
+                    *("--incoming-token", "to-receiver", "--amount", "2500"),
+                ],
+            ) as receiver:
+                ready = receiver.ready
+                assert ready["address"] == "test.harness.http"
+                assert ready["ilp_url"] == f"http://127.0.0.1:{our_port}/ilp"
+                done = await pay_with_sender(interop, btp_port, ready["spsp_url"], 2500)
+                assert done.events("done")[0]["ok"] is True, done.events("done")
+                end = await receiver.wait_for("done")
+                await receiver.exited.wait()
+            assert receiver.process.returncode == ExitCode.OK, receiver.stderr_tail()
+    assert end["total"] == "2500"
+    assert "to-receiver" not in receiver.stderr_tail() and "to-connector" not in str(ready)
+    with Ledger(ledger_file) as book:
+        assert sum(c.credit.amount for c in book.credits()) == 2500
+        assert {c.credit.address for c in book.credits()} == {"test.harness.http"}

@@ -97,7 +97,9 @@ async def ilp_pay(url: str, amount: int, uplink: str, *args: str) -> tuple[int, 
 
 
 @asynccontextmanager
-async def ilp_receive(uplink: str, ledger: Path, amount: int) -> AsyncIterator[JsProcess]:
+async def ilp_receive(
+    uplink: str, ledger: Path, amount: int, *args: str
+) -> AsyncIterator[JsProcess]:
     """``ilp receive --json`` until ``amount`` arrived; yields once its ``ready`` line came."""
     async with run_program(
         "ilp receive",
@@ -105,14 +107,13 @@ async def ilp_receive(uplink: str, ledger: Path, amount: int) -> AsyncIterator[J
             *ILP,
             "receive",
             "--json",
-            "--port",
-            "0",
             "-u",
             uplink,
             "--ledger",
             str(ledger),
             "--amount",
             str(amount),
+            *(args or ("--port", "0")),
         ],
     ) as proc:
         yield proc
@@ -127,11 +128,20 @@ async def sender_js(interop: Path, btp_url: str, to: str, amount: int) -> dict[s
 
 
 async def receive_from_sender_js(
-    interop: Path, node: Node, sender_btp: str, user: str, amount: int, ledger: Path
+    interop: Path,
+    node: Node,
+    sender_btp: str,
+    user: str,
+    amount: int,
+    ledger: Path,
+    uplink: str | None = None,
+    *args: str,
 ) -> None:
     """sender.js (connected at ``sender_btp``) pays ``amount`` to `ilp receive`, a child
-    ``user`` of our node; both ends must count exactly ``amount``."""
-    async with ilp_receive(child_url(node, user), ledger, amount) as receiver:
+    ``user`` of our node (over BTP unless ``uplink`` says otherwise, with ``args`` for
+    `ilp receive`); both ends must count exactly ``amount``."""
+    uplink = uplink or child_url(node, user)
+    async with ilp_receive(uplink, ledger, amount, *args) as receiver:
         assert receiver.ready["address"] == f"{ADDRESS}.{user}"
         assert receiver.ready["asset"] == {"code": "XRP", "scale": 9}
         done = await sender_js(interop, sender_btp, receiver.ready["spsp_url"], amount)
@@ -185,13 +195,35 @@ async def test_ilp_pay_to_receiver_js_through_our_node(interop: Path, uplink: st
             assert node.connector.packets["rejected"] > 0  # the probes, F08 among them
 
 
-async def test_sender_js_pays_ilp_receive_through_our_node(interop: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("uplink", ["btp", "http"])
+async def test_sender_js_pays_ilp_receive_through_our_node(
+    interop: Path, tmp_path: Path, uplink: str
+) -> None:
+    """`ilp receive` is the child ``bob``: over BTP, or over ILP over HTTP, where it asks ILDCP
+    with a POST to the node's API and the node POSTs bob's Prepares to its ``/ilp``."""
     amount = 4321
+    config = node_config()
+    args: tuple[str, ...] = ()
+    if uplink == "http":
+        port = free_port()
+        bob = AccountConfig("bob", token="bob-token", url=f"http://:to-bob@127.0.0.1:{port}/ilp")
+        config = replace(node_config(bob), api_port=0)
+        args = ("--port", str(port), "--incoming-token", "to-bob")
     with trio.fail_after(LIMIT):
-        async with open_node(node_config()) as node:
+        async with open_node(config) as node:
             sender = child_url(node, "jsender")
+            receive_uplink = None
+            if uplink == "http":
+                receive_uplink = f"http://bob:bob-token@127.0.0.1:{node.api_port}/accounts/bob/ilp"
             await receive_from_sender_js(
-                interop, node, sender, "bob", amount, tmp_path / "ledger.sqlite3"
+                interop,
+                node,
+                sender,
+                "bob",
+                amount,
+                tmp_path / "ledger.sqlite3",
+                receive_uplink,
+                *args,
             )
             assert balance(node, "jsender") == -amount
             assert balance(node, "bob") == amount

@@ -3,19 +3,26 @@ tests/interop/test_cli_receive_interop.py) and `ilp ledger` through click's runn
 
 from __future__ import annotations
 
+import hashlib
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 import trio
 from click.testing import CliRunner
 from ilp_cli.exit_codes import ExitCode
 from ilp_cli.ledger_cmd import default_ledger_path
 from ilp_cli.main import cli
-from ilp_cli.receive import GroupCommitter, payment_pointer, spsp_url
+from ilp_cli.receive import GroupCommitter, ReceiverApp, ilp_url, payment_pointer, spsp_url
 
+from ilp._http_server import serve_asgi
+from ilp.http import IlpHttpApp, open_http_link
 from ilp.ledger import Credit, Ledger, LedgerError
+from ilp.link import Reply
+from ilp.packet import Fulfill, Prepare
+from ilp.spsp import SpspApp
 
 WHEN = datetime(2024, 5, 1, tzinfo=UTC)
 
@@ -35,6 +42,53 @@ def test_urls_and_pointers() -> None:
     assert payment_pointer("pay.example", 443) == "$pay.example"
     assert payment_pointer("pay.example", 8080) == "$pay.example:8080"
     assert payment_pointer("192.0.2.7", 8080) == "$192.0.2.7:8080"
+    assert ilp_url("0.0.0.0", 7780) == "http://127.0.0.1:7780/ilp"
+    assert ilp_url("::", 81) == "http://[::1]:81/ilp"
+
+
+class Credentials:
+    def generate_credentials(
+        self,
+        *,
+        tag: str | None = None,
+        receipt_nonce: bytes | None = None,
+        receipt_secret: bytes | None = None,
+    ) -> tuple[str, bytes]:
+        return f"test.bob.{tag}", b"\x01" * 32
+
+
+async def test_receiver_app_sends_posts_to_ilp_and_the_rest_to_spsp() -> None:
+    """One port: GET is SPSP, POST is ILP over HTTP with the incoming token."""
+    fulfillment = b"\x07" * 32
+    prepares: list[Prepare] = []
+
+    async def handler(prepare: Prepare) -> Reply:
+        prepares.append(prepare)
+        return Fulfill(fulfillment)
+
+    app = ReceiverApp(SpspApp(Credentials()), IlpHttpApp(handler, token="incoming"))
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            port = await nursery.start(serve_asgi, app, "127.0.0.1", 0)
+            async with httpx.AsyncClient() as http:
+                spsp = await http.get(f"http://127.0.0.1:{port}/.well-known/pay")
+                refused = await http.post(f"http://127.0.0.1:{port}/ilp", content=b"x")
+            url = f"http://127.0.0.1:{port}/ilp"
+            async with open_http_link(url, token="incoming") as link:
+                reply = await link.send(
+                    Prepare(
+                        5,
+                        datetime.now(UTC) + timedelta(seconds=10),
+                        hashlib.sha256(fulfillment).digest(),
+                        "test.bob.x",
+                    )
+                )
+            nursery.cancel_scope.cancel()
+    assert spsp.status_code == 200
+    assert spsp.json()["destination_account"].startswith("test.bob.")
+    assert refused.status_code == 401
+    assert reply == Fulfill(fulfillment)
+    assert [p.amount for p in prepares] == [5]
 
 
 def test_default_ledger_path() -> None:

@@ -23,6 +23,7 @@ from ilp.ledger import Credit, Ledger, LedgerError
 from ilp.link import Reply
 from ilp.packet import Fulfill, Prepare
 from ilp.spsp import SpspApp
+from tests.spsp.test_server import FakeCredentials
 
 WHEN = datetime(2024, 5, 1, tzinfo=UTC)
 
@@ -46,17 +47,6 @@ def test_urls_and_pointers() -> None:
     assert ilp_url("::", 81) == "http://[::1]:81/ilp"
 
 
-class Credentials:
-    def generate_credentials(
-        self,
-        *,
-        tag: str | None = None,
-        receipt_nonce: bytes | None = None,
-        receipt_secret: bytes | None = None,
-    ) -> tuple[str, bytes]:
-        return f"test.bob.{tag}", b"\x01" * 32
-
-
 async def test_receiver_app_sends_posts_to_ilp_and_the_rest_to_spsp() -> None:
     """One port: GET is SPSP, POST is ILP over HTTP with the incoming token."""
     fulfillment = b"\x07" * 32
@@ -66,7 +56,7 @@ async def test_receiver_app_sends_posts_to_ilp_and_the_rest_to_spsp() -> None:
         prepares.append(prepare)
         return Fulfill(fulfillment)
 
-    app = ReceiverApp(SpspApp(Credentials()), IlpHttpApp(handler, token="incoming"))
+    app = ReceiverApp(SpspApp(FakeCredentials()), IlpHttpApp(handler, token="incoming"))
     with trio.fail_after(10):
         async with trio.open_nursery() as nursery:
             port = await nursery.start(serve_asgi, app, "127.0.0.1", 0)

@@ -1,6 +1,6 @@
-"""Sans-I/O pieces of an HTTP/1.1 server: the request head, chunked request bodies, the answer's
-head. No I/O, no clock: :mod:`ilp._http_server` reads and writes, this module only parses and
-formats.
+"""Sans-I/O pieces of HTTP/1.1: the request head, chunked bodies, the answer's head. No I/O, no
+clock: :mod:`ilp._http_server` reads and writes, this module only parses and formats. The chunked
+decoder also reads the answers of ILP-over-HTTP peers (:mod:`ilp.http._http11`).
 
 The parser is strict where leniency lets two parties read one message differently (request
 smuggling): a header line that is not ``name: value``, a bare CR or LF, a ``Content-Length``
@@ -240,7 +240,7 @@ def parse_request_head(head: bytes, max_body: int) -> RequestHead:
 
 
 class ChunkedDecoder:
-    """Reads a chunked request body out of a buffer, as its bytes arrive.
+    """Reads a chunked body (of a request, or of an answer) out of a buffer, as its bytes arrive.
 
     :meth:`decode` takes what it can from the front of ``buffer`` and returns the body bytes
     found; :attr:`done` turns True after the last chunk and the trailer (which is read and

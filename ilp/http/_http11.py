@@ -20,17 +20,17 @@ from __future__ import annotations
 import select
 import ssl
 from dataclasses import dataclass
-from string import hexdigits
 from typing import Final
 
 import trio
+
+from .._http1 import ChunkedDecoder, RequestError
 
 __all__ = ["MAX_HEAD_SIZE", "ConnectError", "Http11Pool", "HttpProtocolError", "Response"]
 
 MAX_HEAD_SIZE: Final = 16 * 1024
 """The largest response head (status line and headers) read."""
 
-_HEX: Final = frozenset(hexdigits.encode())
 _READ_SIZE: Final = 65536
 
 
@@ -79,15 +79,6 @@ class _Connection:
             raise _EndOfStreamError
         self.buffer += data
 
-    async def _line(self, limit: int = 4096) -> bytes:
-        while (end := self.buffer.find(b"\r\n")) < 0:
-            if len(self.buffer) > limit:
-                raise HttpProtocolError("a line of the answer is too long")
-            await self._fill()
-        line = bytes(self.buffer[:end])
-        del self.buffer[: end + 2]
-        return line
-
     async def _exactly(self, size: int) -> bytes:
         while len(self.buffer) < size:
             await self._fill()
@@ -128,25 +119,18 @@ class _Connection:
         return version, int(code), headers
 
     async def _chunked(self, limit: int) -> bytes:
+        decoder = ChunkedDecoder(limit)
         body = bytearray()
-        while True:
-            size_text = (await self._line()).partition(b";")[0].strip()
-            if not size_text or len(size_text) > 16 or not set(size_text) <= _HEX:
-                raise HttpProtocolError("the answer has a malformed chunk size")
-            size = int(size_text, 16)
-            if size == 0:
-                break
-            if len(body) + size > limit:
-                raise _TooLargeError
-            body += await self._exactly(size)
-            if await self._line():
-                raise HttpProtocolError("a chunk of the answer does not end with CRLF")
-        trailer = 0
-        while line := await self._line():
-            trailer += len(line)
-            if trailer > MAX_HEAD_SIZE:
-                raise HttpProtocolError("the answer's trailer is too long")
-        return bytes(body)
+        try:
+            while True:
+                body += decoder.decode(self.buffer)
+                if decoder.done:
+                    return bytes(body)
+                await self._fill()
+        except RequestError as exc:
+            if exc.status == 413:
+                raise _TooLargeError from None
+            raise HttpProtocolError(f"the answer's chunked body: {exc}") from None
 
     async def _to_end(self, limit: int) -> bytes:
         try:

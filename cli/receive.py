@@ -263,8 +263,9 @@ async def run_receive(receiver: Receiver, ledger: Ledger) -> None:
             should_fulfill=should_fulfill,
         )
         spsp = SpspApp(server, resolve_account=lambda _path: "c" + secrets.token_hex(6))
+        btp = link if isinstance(link, BtpClient) else None
         incoming = None
-        if not isinstance(link, BtpClient):
+        if btp is None:
             incoming = IlpHttpApp(server, token=args.incoming_token, address=address)
         app = ReceiverApp(spsp, incoming)
         live: set[Connection] = set()
@@ -301,8 +302,8 @@ async def run_receive(receiver: Receiver, ledger: Ledger) -> None:
                     "Choose another --port (0 picks a free one).",
                     ExitCode.USAGE,
                 ) from None
-            if isinstance(link, BtpClient):
-                link.handler = server
+            if btp is not None:
+                btp.handler = server
             _ready(receiver, port)
             await receiver.reached.wait()
             # Let the senders close their connections (bounded), then stop.
@@ -310,8 +311,8 @@ async def run_receive(receiver: Receiver, ledger: Ledger) -> None:
                 with trio.move_on_after(CLOSE_GRACE):
                     while live:
                         await _next_close(live)
-            if isinstance(link, BtpClient):
-                link.handler = None
+            if btp is not None:
+                btp.handler = None
             if receiver.failure is None:
                 receiver.emit(
                     {"event": "done", "total": str(receiver.total)},

@@ -5,7 +5,7 @@
 //
 // Usage: node btp.js [--interop DIR] [--time S] [--repeat N] [--number N] ID...
 
-const { SECRET, freePort, fulfiller, roundTripOver, main } = require('./roundtrips')
+const { SECRET, freePort, connectPair, main } = require('./roundtrips')
 
 const IN_FLIGHT = { 'btp-roundtrip-1': 1, 'btp-roundtrip-50': 50 }
 
@@ -13,16 +13,8 @@ const IN_FLIGHT = { 'btp-roundtrip-1': 1, 'btp-roundtrip-50': 50 }
 async function openPair ({ 'ilp-plugin-btp': BtpPlugin, 'ilp-packet': IlpPacket }) {
   const port = await freePort()
   const server = new BtpPlugin({ listener: { port, secret: SECRET, wsOpts: { host: '127.0.0.1', port } } })
-  server.registerDataHandler(fulfiller(IlpPacket))
   const client = new BtpPlugin({ server: `btp+ws://bench:${SECRET}@127.0.0.1:${port}` })
-  await Promise.all([server.connect(), client.connect()])
-  return {
-    roundTrip: () => roundTripOver((data) => client.sendData(data), IlpPacket),
-    close: async () => {
-      await client.disconnect()
-      await server.disconnect()
-    }
-  }
+  return connectPair(server, client, IlpPacket)
 }
 
 main(['ilp-plugin-btp', 'ilp-packet'], IN_FLIGHT, openPair)

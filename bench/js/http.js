@@ -6,7 +6,7 @@
 //
 // Usage: node http.js [--interop DIR] [--time S] [--repeat N] [--number N] ID...
 
-const { SECRET, freePort, fulfiller, roundTripOver, main } = require('./roundtrips')
+const { SECRET, freePort, connectPair, main } = require('./roundtrips')
 
 const IN_FLIGHT = { 'http-roundtrip-1': 1, 'http-roundtrip-50': 50 }
 
@@ -17,19 +17,11 @@ async function openPair ({ 'ilp-plugin-http': HttpPlugin, 'ilp-packet': IlpPacke
     incoming: { port: serverPort, staticToken: SECRET },
     outgoing: { url: `http://127.0.0.1:${clientPort}/`, staticToken: SECRET }
   })
-  server.registerDataHandler(fulfiller(IlpPacket))
   const client = new HttpPlugin({
     incoming: { port: clientPort, staticToken: SECRET },
     outgoing: { url: `http://127.0.0.1:${serverPort}/`, staticToken: SECRET, name: 'bench' }
   })
-  await Promise.all([server.connect(), client.connect()])
-  return {
-    roundTrip: () => roundTripOver((data) => client.sendData(data), IlpPacket),
-    close: async () => {
-      await client.disconnect()
-      await server.disconnect()
-    }
-  }
+  return connectPair(server, client, IlpPacket)
 }
 
 main(['ilp-plugin-http', 'ilp-packet'], IN_FLIGHT, openPair)

@@ -70,6 +70,20 @@ async function roundTripOver (sendData, IlpPacket) {
   }
 }
 
+// A server plugin (answering with `fulfiller`) and a client plugin, connected: the pair's
+// `roundTrip()` (one Prepare -> Fulfill from the client) and `close()`.
+async function connectPair (server, client, IlpPacket) {
+  server.registerDataHandler(fulfiller(IlpPacket))
+  await Promise.all([server.connect(), client.connect()])
+  return {
+    roundTrip: () => roundTripOver((data) => client.sendData(data), IlpPacket),
+    close: async () => {
+      await client.disconnect()
+      await server.disconnect()
+    }
+  }
+}
+
 // Seconds for `count` round trips with `inFlight` loops sending one after the other.
 async function roundTrips (roundTrip, count, inFlight) {
   let remaining = count
@@ -131,4 +145,4 @@ function main (packageNames, inFlightById, openPair) {
   })
 }
 
-module.exports = { SECRET, freePort, fulfiller, roundTripOver, main }
+module.exports = { SECRET, freePort, connectPair, main }

@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 
 import trio
 
+from ilp._transport import causes
 from ilp.btp.client import BtpClient, open_btp_client, url_text
 from ilp.errors import AuthError, ConnectError, IlpError
 from ilp.http.client import HttpLink, is_http_url, open_http_link, split_http_url
@@ -72,6 +73,13 @@ def connect_error(uplink: Uplink, exc: Exception) -> CliError | None:
     if isinstance(exc, IlpError):
         return CliError(f"{exc}.", ExitCode.UNREACHABLE)
     return None
+
+
+def _wraps(exc: BaseException, inner: BaseException) -> bool:
+    """Whether ``exc`` is ``inner`` or carries it (or, for a group, one of its errors) among its
+    causes and group members."""
+    mine = {id(cause) for cause in causes(inner)}
+    return any(id(cause) in mine for cause in causes(exc))
 
 
 def _only_cancellations(cause: BaseException | None) -> bool:
@@ -171,8 +179,9 @@ async def open_btp_uplink(
                 inner = exc
                 raise
     except Exception as exc:
-        if exc is inner:
-            raise
+        if inner is not None and _wraps(exc, inner):
+            # The block's own exception, wrapped by the client's nursery on its way out.
+            raise inner from None
         if _only_cancellations(exc.__cause__):
             # open_btp_client reports a cancellation that reached its nested nurseries as a
             # TransportError; it is the caller's cancellation, so let the caller's scope see it.

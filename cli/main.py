@@ -21,12 +21,37 @@ Exit codes:
 """
 
 
+def _sole_cli_error(group: BaseExceptionGroup[BaseException]) -> CliError | None:
+    """The one :class:`CliError` in ``group`` when the group holds nothing else (a command's
+    error raised inside a nursery comes out wrapped), else None."""
+    matched, rest = group.split(CliError)
+    if matched is None or rest is not None:
+        return None
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [matched]
+    while pending:
+        exc = pending.pop()
+        if isinstance(exc, BaseExceptionGroup):
+            pending.extend(exc.exceptions)
+        else:
+            leaves.append(exc)
+    if len(leaves) != 1 or not isinstance(leaves[0], CliError):
+        return None
+    return leaves[0]
+
+
 class IlpGroup(click.Group):
     """Turns our errors into `Error: ...` and an exit code; tracebacks only with --debug."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
-            return super().invoke(ctx)
+            try:
+                return super().invoke(ctx)
+            except BaseExceptionGroup as group:
+                ours = _sole_cli_error(group)
+                if ours is None:
+                    raise
+                raise ours from group
         except CliError as exc:
             if is_debug(ctx):
                 raise

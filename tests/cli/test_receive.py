@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,11 +23,14 @@ from ilp._http_server import serve_asgi
 from ilp.http import IlpHttpApp, open_http_link
 from ilp.ledger import Credit, Ledger, LedgerError
 from ilp.link import Reply
+from ilp.node.config import NodeConfig
+from ilp.node.node import open_node
 from ilp.packet import Fulfill, Prepare
 from ilp.spsp import SpspApp
 from tests.spsp.test_server import FakeCredentials
 
 WHEN = datetime(2024, 5, 1, tzinfo=UTC)
+ILP_RECEIVE = [sys.executable, "-m", "ilp_cli", "receive"]
 
 
 def credit(amount: int, connection: str = "c1") -> Credit:
@@ -170,3 +175,38 @@ def test_receive_bad_port_and_help() -> None:
 def test_receive_rejects_a_bare_decimal(amount: str) -> None:
     result = CliRunner().invoke(cli, ["receive", "--amount", amount])
     assert result.exit_code == ExitCode.USAGE
+
+
+def test_receive_without_a_connector_exits_5(tmp_path: Path) -> None:
+    """The CliError raised inside the command's nursery keeps its exit code."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # nothing listens there
+    ledger = str(tmp_path / "ledger.sqlite3")
+    uplink = f"btp+ws://bob:secret-token@127.0.0.1:{port}"
+    result = CliRunner().invoke(cli, ["receive", "--port", "0", "--ledger", ledger, "-u", uplink])
+    assert result.exit_code == ExitCode.UNREACHABLE, result.output
+    assert "cannot reach the connector" in result.stderr
+    assert "secret-token" not in result.stderr
+
+
+async def test_receive_on_a_busy_port_is_a_usage_error(tmp_path: Path) -> None:
+    """Connected, then the SPSP port cannot be bound: exit 2 with the reason, not a link
+    failure (the error passes out of the BTP client's nursery unchanged)."""
+    with socket.socket() as busy:
+        busy.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with trio.fail_after(30):
+            async with open_node(NodeConfig(address="test.n", btp_port=0, api_port=None)) as node:
+                uplink = f"btp+ws://bob:tok@127.0.0.1:{node.btp_port}"
+                ledger = str(tmp_path / "ledger.sqlite3")
+                done = await trio.run_process(
+                    [*ILP_RECEIVE, "--port", str(port), "--ledger", ledger, "-u", uplink],
+                    capture_stdout=True,
+                    capture_stderr=True,
+                    check=False,
+                )
+    assert done.returncode == ExitCode.USAGE, done.stderr
+    assert f"cannot serve SPSP on 127.0.0.1:{port}" in done.stderr.decode()

@@ -18,7 +18,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,18 +25,12 @@ import threading
 import time
 from pathlib import Path
 from typing import IO, Any
+from urllib.parse import urlsplit
 
 import httpx
 
 AMOUNT = 1000
 READY_TIMEOUT = 30.0
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class _Process:
@@ -111,7 +104,6 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="ilp-demo-"))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ILP_", "XDG_DATA"))}
     env["XDG_DATA_HOME"] = str(workdir / "data")
-    btp_port, api_port, spsp_port = _free_port(), _free_port(), _free_port()
     started: list[tuple[_Process, int]] = []
     try:
         _say(f"ilp node (embedded defaults, store in {workdir / 'node'})")
@@ -123,15 +115,18 @@ def main() -> int:
                 "--data-dir",
                 str(workdir / "node"),
                 "--btp-port",
-                str(btp_port),
+                "0",
                 "--api-port",
-                str(api_port),
+                "0",
             ],
             env,
         )
         started.append((node, signal.SIGTERM))
         ready = node.wait_ready()
         print(f"node {ready['address']}: BTP {ready['btp_url']}, API {ready['api_url']}")
+        # Ports picked by the system and read back: a port chosen here first could be taken
+        # (or chosen twice) before the process that needs it binds it.
+        btp_port = urlsplit(ready["btp_url"]).port
 
         _say("ilp receive, a child of the node")
         ledger = workdir / "ledger.sqlite3"
@@ -141,7 +136,7 @@ def main() -> int:
                 "receive",
                 "--json",
                 "--port",
-                str(spsp_port),
+                "0",
                 "--ledger",
                 str(ledger),
                 "--uplink",

@@ -22,6 +22,7 @@ from typing import Final
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from ..crypto import HmacSha256
 from ..errors import DecodeError, EncodeError
 from ..oer import Buffer
 from .packet import StreamPacket
@@ -115,11 +116,11 @@ class StreamCrypto:
     Build one per connection and reuse it for every packet.
     """
 
-    __slots__ = ("_aead", "_fulfillment_key")
+    __slots__ = ("_aead", "_fulfillment_mac")
 
     def __init__(self, shared_secret: bytes) -> None:
         self._aead = AESGCM(derive_encryption_key(shared_secret))
-        self._fulfillment_key = derive_fulfillment_key(shared_secret)
+        self._fulfillment_mac = HmacSha256(derive_fulfillment_key(shared_secret)).digest
 
     def __repr__(self) -> str:
         return "StreamCrypto(<keys hidden>)"
@@ -137,11 +138,11 @@ class StreamCrypto:
 
     def fulfillment(self, data: bytes) -> bytes:
         """The fulfillment of a Prepare carrying ``data`` (the encrypted envelope)."""
-        return _hmac_digest(self._fulfillment_key, data, "sha256")
+        return self._fulfillment_mac(data)
 
     def condition(self, data: bytes) -> bytes:
         """The execution condition of a fulfillable Prepare carrying ``data``."""
-        return _sha256(_hmac_digest(self._fulfillment_key, data, "sha256")).digest()
+        return _sha256(self._fulfillment_mac(data)).digest()
 
     def encrypt_packet(self, packet: StreamPacket, iv: bytes | None = None) -> bytes:
         """Serialize and encrypt a STREAM packet (``iv`` as in :meth:`encrypt`)."""

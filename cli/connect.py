@@ -13,15 +13,29 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 
 import trio
 
 from ilp._transport import causes
 from ilp.btp.client import BtpClient, open_btp_client, url_text
-from ilp.errors import AuthError, ConnectError, IlpError
-from ilp.http.client import HttpLink, is_http_url, open_http_link, split_http_url
-from ilp.ildcp import IldcpError, IldcpResponse, fetch_config
+from ilp.errors import AuthError, ConnectError, IlpError, TransportError
+from ilp.http.client import (
+    HttpLink,
+    HttpStatusError,
+    is_http_url,
+    open_http_link,
+    split_http_url,
+)
+from ilp.ildcp import (
+    IldcpError,
+    IldcpResponse,
+    decode_response,
+    fetch_config,
+    make_request,
+)
 from ilp.link import IlpLink
+from ilp.peer import PEER_EXPIRY
 
 from .exit_codes import ExitCode
 from .output import CliError
@@ -89,34 +103,37 @@ def _only_cancellations(cause: BaseException | None) -> bool:
     return rest is None
 
 
-def http_ildcp_error(uplink: Uplink, exc: IldcpError) -> CliError:
-    """The CLI error for an ILDCP request over ILP over HTTP that failed.
+def http_ildcp_error(uplink: Uplink, exc: Exception) -> CliError | None:
+    """The CLI error for an ILDCP request over ILP over HTTP that failed (the exceptions of
+    :meth:`HttpLink.request <ilp.http.HttpLink.request>`, or :class:`IldcpError`); None for
+    other exceptions.
 
-    A Reject with no ``triggered_by`` was made by our own link (its address is not known before
-    ILDCP answers): the connector could not be reached (5), refused our token (8), did not answer
-    in time (6) or answered with an HTTP error (5). A Reject from the connector itself means it
-    gave us no address (4), as over BTP.
+    The connector could not be reached (5), refused our token (8), answered with another HTTP
+    status or something unreadable (5), or did not answer in time (6: the link's own R00). A
+    Reject from the connector itself means it gave us no address (4), as over BTP.
     """
-    reject = exc.reject
-    if reject is None or reject.triggered_by:
-        return CliError(f"the connector did not give us an address: {exc}.", ExitCode.FAILED)
     where = uplink_text(uplink.url)
-    if reject.code == "T01" and reject.message.startswith("cannot reach"):
-        # "cannot reach the ILP-over-HTTP peer at URL (REASON)": keep the reason.
-        reason = reject.message.rpartition(" (")[2].removesuffix(")")
-        return CliError(unreachable_message(uplink, reason), ExitCode.UNREACHABLE)
-    if reject.code == "F02" and "refused our token" in reject.message:
+    if isinstance(exc, AuthError):
         return CliError(
             f"the connector at {where} refused our token (--uplink / ILP_UPLINK).",
             ExitCode.AUTH_REFUSED,
         )
-    if reject.code == "R00":
-        return CliError(f"the connector at {where} did not answer in time.", ExitCode.TIMEOUT)
-    return CliError(
-        f"the connector at {where} did not take our ILDCP request ({reject.code}: "
-        f"{reject.message}). Check the URL in --uplink / ILP_UPLINK.",
-        ExitCode.UNREACHABLE,
-    )
+    if isinstance(exc, ConnectError):
+        return CliError(unreachable_message(uplink, str(exc)), ExitCode.UNREACHABLE)
+    if isinstance(exc, HttpStatusError):
+        return CliError(
+            f"the connector at {where} did not take our ILDCP request (HTTP {exc.status}). "
+            "Check the URL in --uplink / ILP_UPLINK.",
+            ExitCode.UNREACHABLE,
+        )
+    if isinstance(exc, TransportError):
+        return CliError(f"{exc}.", ExitCode.UNREACHABLE)
+    if isinstance(exc, IldcpError):
+        reject = exc.reject
+        if reject is not None and reject.code == "R00" and not reject.triggered_by:
+            return CliError(f"the connector at {where} did not answer in time.", ExitCode.TIMEOUT)
+        return CliError(f"the connector did not give us an address: {exc}.", ExitCode.FAILED)
+    return None
 
 
 @asynccontextmanager
@@ -147,10 +164,14 @@ async def open_http_uplink(uplink: Uplink) -> AsyncIterator[tuple[HttpLink, Ildc
     except ValueError as exc:
         raise CliError(f"invalid uplink URL: {exc}", ExitCode.USAGE) from None
     async with open_http_link(url, token=token, peer_name=name) as link:
+        # link.request, not fetch_config's link.send: a failure raises with its cause.
+        request = make_request(datetime.now(UTC) + PEER_EXPIRY)
         try:
-            config = await fetch_config(link)
-        except IldcpError as exc:
-            raise http_ildcp_error(uplink, exc) from None
+            config = decode_response(await link.request(request))
+        except (IldcpError, TransportError) as exc:
+            mapped = http_ildcp_error(uplink, exc)
+            assert mapped is not None
+            raise mapped from None
         link.address = config.client_address
         yield link, config
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import traceback
 from typing import Any
 
 import click
@@ -54,7 +55,8 @@ class IlpGroup(click.Group):
                 raise ours from group
         except CliError as exc:
             if is_debug(ctx):
-                raise
+                # The traceback too, but the same exit code: a script debugging us sees it.
+                traceback.print_exc()
             print_error(exc.message)
             ctx.exit(int(exc.exit_code))
         except (click.exceptions.Exit, click.exceptions.Abort, click.ClickException):

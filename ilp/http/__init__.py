@@ -11,7 +11,9 @@ RFC text would add.
 
 from .client import (
     CONTENT_TYPE,
+    HttpAuthError,
     HttpLink,
+    HttpStatusError,
     check_http_url,
     is_http_url,
     open_http_link,
@@ -23,7 +25,9 @@ from .server import MAX_REQUEST_SIZE, IlpHttpApp, IlpHttpRequest, serve_ilp_http
 __all__ = [
     "CONTENT_TYPE",
     "MAX_REQUEST_SIZE",
+    "HttpAuthError",
     "HttpLink",
+    "HttpStatusError",
     "IlpHttpApp",
     "IlpHttpRequest",
     "check_http_url",

@@ -21,6 +21,11 @@ What cannot be delivered becomes a Reject made here, with the link's ``address``
 * no answer before the Prepare expires: ``R00`` (the request is abandoned);
 * an answer that is not a Fulfill or a Reject, or is larger than :data:`MAX_REPLY_SIZE`: ``T01``;
 * a Fulfill whose fulfillment does not hash to the condition: ``F05``.
+
+:meth:`HttpLink.request` is ``send`` for callers that must tell these apart (the CLI, to say
+why the connector gave us no address): what ``send`` turns into ``T01``, ``T00``, ``T05`` or
+``F02`` raises there (:class:`~ilp.errors.ConnectError`, :class:`HttpAuthError`,
+:class:`HttpStatusError`, :class:`~ilp.errors.TransportError`).
 """
 
 from __future__ import annotations
@@ -37,15 +42,18 @@ import trio
 
 from .._transport import transport_reason
 from ..btp.session import local_reject
-from ..errors import DecodeError, TransportError
+from ..errors import AuthError, ConnectError, DecodeError, TransportError
 from ..link import Reply
 from ..packet import Fulfill, Prepare, Reject, decode_packet, is_fulfillment_valid
-from ._http11 import ConnectError, Http11Pool, HttpProtocolError
+from ._http11 import ConnectError as _NoConnectionError
+from ._http11 import Http11Pool, HttpProtocolError
 
 __all__ = [
     "CONTENT_TYPE",
     "MAX_REPLY_SIZE",
+    "HttpAuthError",
     "HttpLink",
+    "HttpStatusError",
     "check_http_url",
     "is_http_url",
     "open_http_link",
@@ -102,6 +110,18 @@ def split_http_url(url: str) -> tuple[str, str | None, str | None]:
         name, token = unquote(user) or None, unquote(password) or None
         url = urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
     return check_http_url(url), name, token
+
+
+class HttpStatusError(TransportError):
+    """The peer answered a Prepare with HTTP ``status``, not 200 (:meth:`HttpLink.request`)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class HttpAuthError(HttpStatusError, AuthError):
+    """The peer refused our token: HTTP 401 or 403 (:meth:`HttpLink.request`)."""
 
 
 def _shown(url: str) -> str:
@@ -220,43 +240,65 @@ class HttpLink:
     async def send(self, prepare: Prepare) -> Reply:
         """POST ``prepare`` and return the peer's Fulfill or Reject; never raises for ILP
         failures (see the module's description of the Rejects made here)."""
+        try:
+            return await self.request(prepare)
+        except HttpStatusError as exc:
+            reject = reject_for_status(exc.status, self.url, self.address)
+            if isinstance(exc, HttpAuthError):
+                _log.warning("%s", reject.message)
+            return reject
+        except TransportError as exc:
+            return local_reject("T01", str(exc), self.address)
+
+    async def request(self, prepare: Prepare) -> Reply:
+        """:meth:`send`, except that a Prepare the peer did not answer with a packet raises
+        instead of becoming a Reject made here, so that a caller can tell why:
+
+        * :class:`~ilp.errors.ConnectError`: the peer cannot be reached;
+        * :class:`HttpAuthError` (an :class:`~ilp.errors.AuthError` and an
+          :class:`HttpStatusError`): it refused our token (HTTP 401 or 403);
+        * :class:`HttpStatusError`: it answered another status than 200 (``status``);
+        * :class:`~ilp.errors.TransportError`: the link is closed, the connection failed, or
+          the answer is not HTTP/1.1 we can read, not an ILP packet, or too large.
+
+        No answer before the Prepare expires is still ``R00``, and a wrong fulfillment ``F05``,
+        as from :meth:`send`: those are answers to the Prepare, not failures of the link.
+        """
         if self._closed.is_set():
-            return local_reject("T01", "the ILP-over-HTTP link is closed", self.address)
+            raise TransportError("the ILP-over-HTTP link is closed")
         seconds = (prepare.expires_at - self._clock()).total_seconds()
         body = prepare.encode()
         with trio.move_on_after(max(seconds, 0.0)):
             request = b"%s%d\r\n\r\n%s" % (self._head, len(body), body)
             try:
                 response = await self._pool.post(request, MAX_REPLY_SIZE)
-            except ConnectError as exc:
-                return local_reject(
-                    "T01",
+            except _NoConnectionError as exc:
+                raise ConnectError(
                     f"cannot reach the ILP-over-HTTP peer at {_shown(self.url)} "
-                    f"({transport_reason(exc)})",
-                    self.address,
-                )
+                    f"({transport_reason(exc)})"
+                ) from exc
             except HttpProtocolError as exc:
-                return local_reject(
-                    "T01",
+                raise TransportError(
                     f"the ILP-over-HTTP peer at {_shown(self.url)} answered something that is "
-                    f"not HTTP/1.1 we can read ({exc})",
-                    self.address,
-                )
+                    f"not HTTP/1.1 we can read ({exc})"
+                ) from exc
             except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                return local_reject(
-                    "T01",
+                raise TransportError(
                     f"the connection to the ILP-over-HTTP peer at {_shown(self.url)} failed "
-                    f"({transport_reason(exc)})",
-                    self.address,
-                )
-            if response.too_large and response.status == 200:
-                return local_reject(
-                    "T01",
+                    f"({transport_reason(exc)})"
+                ) from exc
+            status = response.status
+            if status != 200:
+                message = reject_for_status(status, self.url).message
+                if status in (401, 403):
+                    raise HttpAuthError(message, status)
+                raise HttpStatusError(message, status)
+            if response.too_large:
+                raise TransportError(
                     f"the ILP-over-HTTP peer at {_shown(self.url)} answered with more than "
-                    f"{MAX_REPLY_SIZE} bytes",
-                    self.address,
+                    f"{MAX_REPLY_SIZE} bytes"
                 )
-            return self._reply(prepare, response.status, response.body)
+            return self._reply(prepare, response.body)
         return local_reject(
             "R00",
             f"no reply before the Prepare expired at {prepare.expires_at.isoformat()}",
@@ -279,21 +321,14 @@ class HttpLink:
 
     # -- internals --------------------------------------------------------------------------
 
-    def _reply(self, prepare: Prepare, status: int, data: bytes) -> Reply:
-        if status != 200:
-            reject = reject_for_status(status, self.url, self.address)
-            if status in (401, 403):
-                _log.warning("%s", reject.message)
-            return reject
+    def _reply(self, prepare: Prepare, data: bytes) -> Reply:
         try:
             reply = decode_packet(data)
         except DecodeError as exc:
-            return local_reject(
-                "T01",
+            raise TransportError(
                 f"the ILP-over-HTTP peer at {_shown(self.url)} answered with a body that is not "
-                f"an ILP packet ({exc})",
-                self.address,
-            )
+                f"an ILP packet ({exc})"
+            ) from None
         if isinstance(reply, Fulfill):
             if not is_fulfillment_valid(reply.fulfillment, prepare.execution_condition):
                 return local_reject(
@@ -302,10 +337,8 @@ class HttpLink:
             return reply
         if isinstance(reply, Reject):
             return reply
-        return local_reject(
-            "T01",
-            f"the ILP-over-HTTP peer at {_shown(self.url)} answered a Prepare with a Prepare",
-            self.address,
+        raise TransportError(
+            f"the ILP-over-HTTP peer at {_shown(self.url)} answered a Prepare with a Prepare"
         )
 
 

@@ -5,15 +5,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path
 
 import pytest
 import trio
 from click.testing import CliRunner
+from ilp_cli.connect import open_http_uplink
 from ilp_cli.exit_codes import ExitCode
 from ilp_cli.main import cli
 from ilp_cli.output import CliError
-from ilp_cli.uplink import resolve_uplink
+from ilp_cli.uplink import Uplink, resolve_uplink
 
 from ilp.http import IlpHttpApp, serve_ilp_http
 from ilp.ildcp import IldcpError, IldcpResponse, make_ildcp_handler
@@ -159,15 +161,12 @@ async def test_http_uplink_failures(nursery: trio.Nursery) -> None:
         f"Error: the connector at http://127.0.0.1:{port}/ilp refused our token "
         "(--uplink / ILP_UPLINK).\n"
     )
-    # The link's own warning shows with --debug only (without, it repeats the error).
+    # Not even --debug, with its traceback, shows the token.
     done = await ilp(
         "query-address", "--debug", "-u", f"http://me:wrong-token@127.0.0.1:{port}/ilp"
     )
-    assert done.returncode != 0
-    assert (
-        f"WARNING ilp.http.client: the ILP-over-HTTP peer at http://127.0.0.1:{port}/ilp "
-        "refused our token (HTTP 401)\n"
-    ) in done.stderr.decode()
+    assert done.returncode == ExitCode.AUTH_REFUSED
+    assert b"refused our token" in done.stderr
     assert b"wrong-token" not in done.stderr
     refusing = await nursery.start(serve_ilp_http, ildcp_server("refuse"))
     done = await ilp("query-address", "-u", f"http://me:right@127.0.0.1:{refusing}/")
@@ -204,3 +203,61 @@ def test_receive_takes_an_incoming_token_with_http_uplinks_only(
     assert result.exit_code == ExitCode.USAGE, result.output
     assert words in " ".join(result.stderr.split())
     assert "secret-token" not in result.stderr and "secret-incoming" not in result.stderr
+
+
+async def _answer_with(
+    head: bytes, body: bytes, stream: trio.SocketStream
+) -> None:  # pragma: no cover - run by the server
+    async with stream:
+        await stream.receive_some()
+        if head:
+            await stream.send_all(head + b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        await trio.sleep_forever()
+
+
+@pytest.mark.parametrize(
+    ("head", "body", "code", "words"),
+    [
+        (
+            b"HTTP/1.1 404 Not Found\r\n",
+            b"",
+            ExitCode.UNREACHABLE,
+            "the connector at http://127.0.0.1:{port}/ilp did not take our ILDCP request "
+            "(HTTP 404). Check the URL in --uplink / ILP_UPLINK.",
+        ),
+        (
+            b"HTTP/1.1 200 OK\r\n",
+            b"not a packet",
+            ExitCode.UNREACHABLE,
+            "the ILP-over-HTTP peer at http://127.0.0.1:{port}/ilp answered with a body that is "
+            "not an ILP packet",
+        ),
+        (
+            b"",  # no answer at all
+            b"",
+            ExitCode.TIMEOUT,
+            "the connector at http://127.0.0.1:{port}/ilp did not answer in time.",
+        ),
+    ],
+    ids=["http-404", "not-a-packet", "no-answer"],
+)
+async def test_http_uplink_answers_that_are_not_ildcp(
+    nursery: trio.Nursery,
+    autojump_clock: trio.testing.MockClock,
+    head: bytes,
+    body: bytes,
+    code: ExitCode,
+    words: str,
+) -> None:
+    # The ILDCP request expires after 60 s: the autojump clock lets the last case get there.
+    listeners = await nursery.start(
+        partial(trio.serve_tcp, partial(_answer_with, head, body), 0, host="127.0.0.1")
+    )
+    port = listeners[0].socket.getsockname()[1]
+    uplink = Uplink(f"http://me:secret-token@127.0.0.1:{port}/ilp", "--uplink")
+    with pytest.raises(CliError) as raised:
+        async with open_http_uplink(uplink):
+            pytest.fail("the uplink gave us an address")
+    assert raised.value.exit_code == code
+    assert words.format(port=port) in str(raised.value)
+    assert "secret-token" not in str(raised.value)

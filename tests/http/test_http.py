@@ -16,9 +16,11 @@ import trio
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ilp.errors import AuthError, ConnectError, TransportError
 from ilp.http import (
     CONTENT_TYPE,
     HttpLink,
+    HttpStatusError,
     IlpHttpApp,
     IlpHttpRequest,
     check_http_url,
@@ -255,6 +257,40 @@ async def test_bad_answers_become_local_rejects(
     assert (reply.code, reply.triggered_by) == (code, "test.me")
     assert words in reply.message
     assert again == reply
+
+
+@pytest.mark.parametrize(("status", "body", "code", "words"), BAD_ANSWERS)
+async def test_request_raises_why_the_answer_is_no_packet(
+    status: int, body: bytes, code: str, words: str
+) -> None:
+    # send's local Rejects above are request's exceptions: the status, or the transport.
+    with trio.fail_after(LIMIT):
+        async with (
+            serving(raw_app(status, body)) as url,
+            open_http_link(url, token=TOKEN, address="test.me") as link,
+        ):
+            with pytest.raises(TransportError) as raised:
+                await link.request(prepare())
+    assert words in str(raised.value)
+    assert TOKEN not in str(raised.value)
+    if status == 200:
+        assert type(raised.value) is TransportError
+    else:
+        assert isinstance(raised.value, HttpStatusError)
+        assert raised.value.status == status
+        assert isinstance(raised.value, AuthError) == (status == 403)
+
+
+async def test_request_raises_connect_error_and_returns_answers() -> None:
+    with trio.fail_after(LIMIT):
+        async with serving(IlpHttpApp(echo)) as url:
+            async with open_http_link(url) as link:
+                assert isinstance(await link.request(prepare()), Fulfill)
+            with pytest.raises(TransportError, match="closed"):
+                await link.request(prepare())
+        async with open_http_link(url) as link:
+            with pytest.raises(ConnectError, match="connection refused"):
+                await link.request(prepare())
 
 
 def test_reject_for_status_classes() -> None:

@@ -16,6 +16,7 @@ from ilp.ledger import Ledger, LedgerError, LedgerTotal, StoredCredit
 from .exit_codes import ExitCode
 from .main_options import debug_option
 from .output import CliError, print_json
+from .render import iso_utc
 
 LEDGER_HELP = (
     "The SQLite ledger file. Default: $XDG_DATA_HOME/trio-ilp/ledger.sqlite3, else "
@@ -46,7 +47,7 @@ def credit_json(stored: StoredCredit) -> dict[str, Any]:
     c = stored.credit
     return {
         "id": stored.id,
-        "received_at": c.received_at.isoformat(),
+        "received_at": iso_utc(c.received_at),
         "address": c.address,
         "connection": c.connection,
         "stream": c.stream,

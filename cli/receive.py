@@ -58,7 +58,8 @@ Exit codes:
   5  the connector could not be reached (or the link to it failed)
   7  the ledger cannot be opened or written
   130  interrupted (Ctrl-C); everything received is in the ledger
-  (4 the connector gave no address, 8 the connector refused our credentials)"""
+  (4 the connector gave no address, 6 it did not answer in time (ILP over HTTP),
+  8 the connector refused our credentials)"""
 
 
 class GroupCommitter:

@@ -24,7 +24,7 @@ DEFAULT_UPLINK_HOST = "localhost:7768"
 
 UPLINK_HELP = (
     "Connector to use: a btp+ws:// or btp+wss:// URL with user:token@, or an ILP-over-HTTP "
-    "http(s)://name:token@host/path URL (not for receive). Default: ILP_UPLINK, "
+    "http(s)://name:token@host/path URL (receive then needs --incoming-token). Default: ILP_UPLINK, "
     "else the server of ILP_CREDENTIALS (JSON), else ILP_BTP_SERVER, else "
     "btp+ws://localhost:7768 with a random token. [env: ILP_UPLINK]"
 )

@@ -29,7 +29,7 @@ from ilp.packet import Fulfill, Prepare
 from ilp.spsp import SpspApp
 from tests.spsp.test_server import FakeCredentials
 
-WHEN = datetime(2024, 5, 1, tzinfo=UTC)
+WHEN = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
 ILP_RECEIVE = [sys.executable, "-m", "ilp_cli", "receive"]
 
 
@@ -159,6 +159,8 @@ def test_ledger_command(tmp_path: Path) -> None:
     data = json.loads(out.output)
     assert [c["amount"] for c in data["credits"]] == ["2500"]
     assert data["credits"][0]["connection"] == "c2"
+    # The JSON timestamp rule of docs/cli.md: ISO 8601 UTC, milliseconds, Z.
+    assert data["credits"][0]["received_at"] == "2024-05-01T12:00:00.123Z"
     assert data["totals"] == [{"asset_code": "XRP", "asset_scale": 9, "total": "3500", "count": 2}]
 
 

@@ -242,36 +242,25 @@ BAD_ANSWERS = [
 
 
 @pytest.mark.parametrize(("status", "body", "code", "words"), BAD_ANSWERS)
-async def test_bad_answers_become_local_rejects(
+async def test_bad_answers_become_local_rejects_or_raise_from_request(
     status: int, body: bytes, code: str, words: str
 ) -> None:
-    with trio.fail_after(LIMIT):
-        async with (
-            serving(raw_app(status, body)) as url,
-            open_http_link(url, address="test.me") as link,
-        ):
-            reply = await link.send(prepare())
-            # The link keeps working after each of them.
-            again = await link.send(prepare())
-    assert isinstance(reply, Reject)
-    assert (reply.code, reply.triggered_by) == (code, "test.me")
-    assert words in reply.message
-    assert again == reply
-
-
-@pytest.mark.parametrize(("status", "body", "code", "words"), BAD_ANSWERS)
-async def test_request_raises_why_the_answer_is_no_packet(
-    status: int, body: bytes, code: str, words: str
-) -> None:
-    # send's local Rejects above are request's exceptions: the status, or the transport.
     with trio.fail_after(LIMIT):
         async with (
             serving(raw_app(status, body)) as url,
             open_http_link(url, token=TOKEN, address="test.me") as link,
         ):
+            reply = await link.send(prepare())
+            # The link keeps working after each of them.
+            again = await link.send(prepare())
+            # request raises instead: the status, or the transport.
             with pytest.raises(TransportError) as raised:
                 await link.request(prepare())
-    assert words in str(raised.value)
+    assert isinstance(reply, Reject)
+    assert (reply.code, reply.triggered_by) == (code, "test.me")
+    assert words in reply.message
+    assert again == reply
+    assert str(raised.value) == reply.message
     assert TOKEN not in str(raised.value)
     if status == 200:
         assert type(raised.value) is TransportError

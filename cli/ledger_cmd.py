@@ -84,7 +84,7 @@ def ledger_command(ledger: str | None, limit: int | None, as_json: bool) -> None
             ExitCode.INVALID_INPUT,
         )
     try:
-        with Ledger(path) as book:
+        with Ledger(path, read_only=True) as book:
             credits = book.credits()
             totals = book.totals()
     except LedgerError as exc:

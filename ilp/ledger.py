@@ -46,6 +46,7 @@ CREATE TABLE IF NOT EXISTS credits (
 )
 """
 _COLUMNS = "received_at, address, connection, stream, amount, asset_code, asset_scale"
+_COLUMN_SET = frozenset(("id", *_COLUMNS.split(", ")))
 _INSERT = f"INSERT INTO credits ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"  # noqa: S608 (constant)
 _SELECT = f"SELECT id, {_COLUMNS} FROM credits WHERE id > ? ORDER BY id"  # noqa: S608 (constant)
 
@@ -87,10 +88,17 @@ class LedgerTotal:
 
 
 class Ledger:
-    """An SQLite ledger file at ``path`` (created with its parent directories if missing)."""
+    """An SQLite ledger file at ``path`` (created with its parent directories if missing).
 
-    def __init__(self, path: str | PathLike[str]) -> None:
+    With ``read_only``, the file must exist and hold a ledger (:class:`LedgerError` otherwise),
+    and nothing is written to it: no table, no journal mode (``ilp ledger`` lists this way).
+    """
+
+    def __init__(self, path: str | PathLike[str], *, read_only: bool = False) -> None:
         self.path = Path(path)
+        if read_only:
+            self._db = self._open_read_only()
+            return
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             # isolation_level=None: we issue BEGIN/COMMIT ourselves. check_same_thread=False:
@@ -105,6 +113,28 @@ class Ledger:
         except sqlite3.Error as exc:
             self._db.close()
             raise LedgerError(f"cannot use the ledger {self.path}: {exc}") from None
+
+    def _open_read_only(self) -> sqlite3.Connection:
+        if not self.path.is_file():
+            raise LedgerError(f"there is no ledger at {self.path}")
+        try:
+            db = sqlite3.connect(
+                f"{self.path.resolve().as_uri()}?mode=ro",
+                uri=True,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        except sqlite3.Error as exc:
+            raise LedgerError(f"cannot open the ledger {self.path}: {exc}") from None
+        try:
+            columns = {row[1] for row in db.execute("PRAGMA table_info(credits)")}
+        except sqlite3.Error as exc:
+            db.close()
+            raise LedgerError(f"cannot use the ledger {self.path}: {exc}") from None
+        if not _COLUMN_SET.issubset(columns):
+            db.close()
+            raise LedgerError(f"{self.path} is not a ledger of `ilp receive` (no credits table)")
+        return db
 
     def record(self, credits: Iterable[Credit]) -> None:
         """Store ``credits`` in one transaction; returns once it is committed to disk.
@@ -150,21 +180,24 @@ class Ledger:
             rows = self._db.execute(query, params).fetchall()
         except sqlite3.Error as exc:
             raise LedgerError(f"cannot read the ledger {self.path}: {exc}") from None
-        return [
-            StoredCredit(
-                row[0],
-                Credit(
-                    datetime.fromisoformat(row[1]),
-                    row[2],
-                    row[3],
-                    int(row[4]),
-                    int(row[5]),
-                    row[6],
-                    int(row[7]),
-                ),
-            )
-            for row in rows
-        ]
+        try:
+            return [
+                StoredCredit(
+                    row[0],
+                    Credit(
+                        datetime.fromisoformat(row[1]),
+                        str(row[2]),
+                        str(row[3]),
+                        int(row[4]),
+                        int(row[5]),
+                        str(row[6]),
+                        int(row[7]),
+                    ),
+                )
+                for row in rows
+            ]
+        except (TypeError, ValueError) as exc:
+            raise LedgerError(f"the ledger {self.path} holds a row we cannot read: {exc}") from None
 
     def totals(self) -> list[LedgerTotal]:
         """The sum and count of the credits per asset (code, scale), sorted."""
@@ -172,11 +205,13 @@ class Ledger:
         try:
             rows = self._db.execute("SELECT asset_code, asset_scale, amount FROM credits")
             for code, scale, amount in rows:
-                entry = sums.setdefault((code, int(scale)), [0, 0])
+                entry = sums.setdefault((str(code), int(scale)), [0, 0])
                 entry[0] += int(amount)
                 entry[1] += 1
         except sqlite3.Error as exc:
             raise LedgerError(f"cannot read the ledger {self.path}: {exc}") from None
+        except (TypeError, ValueError) as exc:
+            raise LedgerError(f"the ledger {self.path} holds a row we cannot read: {exc}") from None
         return [LedgerTotal(code, scale, s, n) for (code, scale), (s, n) in sorted(sums.items())]
 
     def close(self) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -61,3 +62,46 @@ def test_not_a_ledger(tmp_path: Path) -> None:
         Ledger(path)
     with pytest.raises(LedgerError, match="cannot open"):
         Ledger(path / "below-a-file.sqlite3")
+
+
+def test_read_only_reads_a_ledger_in_use_and_writes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    with Ledger(path) as writer:
+        writer.record([credit(5)])
+        # While ilp receive still has it open (WAL), a reader sees what is committed.
+        with Ledger(path, read_only=True) as reader:
+            assert [c.credit.amount for c in reader.credits()] == [5]
+            writer.record([credit(7)])
+            assert [t.total for t in reader.totals()] == [12]
+            with pytest.raises(LedgerError, match="cannot write"):
+                reader.record([credit(1)])
+
+
+def test_read_only_refuses_other_databases_and_leaves_them_alone(tmp_path: Path) -> None:
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as db:
+        db.execute("CREATE TABLE foo (x INTEGER)")
+    db.close()
+    before = sorted(p.name for p in tmp_path.iterdir()), other.read_bytes()
+    with pytest.raises(LedgerError, match="not a ledger"):
+        Ledger(other, read_only=True)
+    assert (sorted(p.name for p in tmp_path.iterdir()), other.read_bytes()) == before
+    with pytest.raises(LedgerError, match="no ledger at"):
+        Ledger(tmp_path / "missing.sqlite3", read_only=True)
+    assert not (tmp_path / "missing.sqlite3").exists()
+
+
+def test_rows_that_are_not_credits_raise_ledger_error(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    Ledger(path).close()
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "INSERT INTO credits (received_at, address, connection, stream, amount, asset_code,"
+            " asset_scale) VALUES ('yesterday', 'a', 'c', 1, 'lots', 'XRP', 9)"
+        )
+    db.close()
+    with Ledger(path, read_only=True) as ledger:
+        with pytest.raises(LedgerError, match="cannot read"):
+            ledger.credits()
+        with pytest.raises(LedgerError, match="cannot read"):
+            ledger.totals()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import socket
+import sqlite3
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -143,6 +144,13 @@ def test_ledger_command(tmp_path: Path) -> None:
     missing = runner.invoke(cli, ["ledger", "--ledger", str(path)])
     assert missing.exit_code == ExitCode.INVALID_INPUT
     assert "no ledger at" in missing.output
+    assert not path.exists()
+    other = tmp_path / "other.sqlite3"
+    sqlite3.connect(other).close()  # an empty database: no credits table
+    foreign = runner.invoke(cli, ["ledger", "--ledger", str(other)])
+    assert foreign.exit_code == ExitCode.INVALID_INPUT
+    assert "is not a ledger" in foreign.output
+    assert other.stat().st_size == 0  # nothing written
 
     with Ledger(path) as ledger:
         empty = runner.invoke(cli, ["ledger", "--ledger", str(path)])

@@ -70,3 +70,24 @@ debug_option = click.option(
     envvar="ILP_DEBUG",
     help="Show tracebacks and debug logs. [env: ILP_DEBUG]",
 )
+
+
+class Seconds(click.ParamType[float, object]):
+    """A duration in seconds for a timeout: a number above 0 (``inf``: no limit). NaN, 0 and
+    negative numbers are usage errors, not failures deep in trio."""
+
+    name = "seconds"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        try:
+            seconds = float(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number of seconds", param, ctx)
+        if not seconds > 0:  # also NaN
+            self.fail(f"{value!r} is not a number of seconds above 0", param, ctx)
+        return seconds
+
+
+SECONDS = Seconds()

@@ -57,7 +57,7 @@ from ilp.stream.pay import (
 from .amounts import AMOUNT, AmountArg
 from .connect import open_uplink
 from .exit_codes import ExitCode
-from .main_options import debug_option
+from .main_options import SECONDS, debug_option
 from .output import CliError, print_error, print_json, stderr_console
 from .uplink import Uplink, resolve_uplink, uplink_option
 
@@ -129,7 +129,7 @@ def _payment_options(*, quiet: bool) -> Callable[[Callable[..., None]], Callable
         ),
         click.option(
             "--timeout",
-            type=click.FloatRange(min=0, min_open=True),
+            type=SECONDS,
             metavar="SECONDS",
             help="Give up after this many seconds in all; packets in flight are awaited.",
         ),

@@ -9,7 +9,7 @@ from ilp.ildcp import IldcpResponse
 
 from .connect import open_uplink, uplink_text
 from .exit_codes import ExitCode
-from .main_options import debug_option
+from .main_options import SECONDS, debug_option
 from .output import CliError, print_json, stdout_console
 from .uplink import Uplink, resolve_uplink, uplink_option
 
@@ -31,7 +31,7 @@ async def query(uplink: Uplink, timeout: float) -> IldcpResponse:
 @uplink_option
 @click.option(
     "--timeout",
-    type=float,
+    type=SECONDS,
     default=15.0,
     show_default=True,
     help="Seconds to wait for the connector.",

@@ -278,6 +278,18 @@ def test_slippage_syntax(world: World, slippage: str, ok: bool) -> None:
         assert "write 0.01 or 1% for one percent" in result.stderr
 
 
+@pytest.mark.parametrize("command", ["pay", "quote", "query-address"])
+@pytest.mark.parametrize("seconds", ["nan", "0", "-5", "soon"])
+def test_timeouts_that_are_no_duration_are_usage_errors(
+    world: World, command: str, seconds: str
+) -> None:
+    args = [RECEIVER, "100"] if command != "query-address" else []
+    result = run(command, *args, "--timeout", seconds)
+    assert result.exit_code == ExitCode.USAGE, result.stderr
+    assert "Invalid value for '--timeout'" in result.stderr
+    assert world.queries == 0
+
+
 def test_max_source_needs_deliver(world: World) -> None:
     result = run("pay", RECEIVER, "100", "--max-source", "200")
     assert result.exit_code == ExitCode.USAGE

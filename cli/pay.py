@@ -208,6 +208,8 @@ class Session:
     destination_asset: AssetDetails | None = None
     result: PaymentResult | None = None
     quote: Quote | None = None
+    quote_failure: PaymentFailure | None = None
+    """Why the quote failed, when it did (its ILP code goes into the --json error)."""
     stopped: str | None = None
     """``"interrupt"`` after Ctrl-C, ``"timeout"`` when --timeout ran out."""
 
@@ -328,10 +330,10 @@ def failure_exit_code(failure: PaymentFailure | None) -> ExitCode:
     """The exit code of a payment or quote that moved nothing, from why it failed."""
     if failure is None:
         return ExitCode.FAILED
-    if failure.kind is FailureKind.LINK_ERROR or failure.code == "F02":
-        return ExitCode.UNREACHABLE
     if failure.kind is FailureKind.IDLE_TIMEOUT:
         return ExitCode.TIMEOUT
+    if failure.kind is FailureKind.LINK_ERROR or failure.code == "F02":
+        return ExitCode.UNREACHABLE
     return ExitCode.FAILED
 
 
@@ -481,6 +483,7 @@ async def _quote(link: IlpLink, session: Session, **terms: Any) -> Quote:
             **terms,
         )
     except QuoteError as exc:
+        session.quote_failure = exc.failure
         raise _quote_error(exc) from None
 
 
@@ -682,7 +685,9 @@ def payment_json(session: Session, code: ExitCode, message: str | None) -> dict[
         "error": (
             None
             if message is None
-            else _error_json(None if result is None else result.error, message, code)
+            else _error_json(
+                session.quote_failure if result is None else result.error, message, code
+            )
         ),
     }
 
@@ -718,7 +723,7 @@ def quote_json(session: Session, code: ExitCode, message: str | None) -> dict[st
             None if q is None or q.max_packet_amount is None else str(q.max_packet_amount)
         ),
         "duration_seconds": None if q is None else round(q.duration, 3),
-        "error": None if message is None else _error_json(None, message, code),
+        "error": None if message is None else _error_json(session.quote_failure, message, code),
     }
 
 

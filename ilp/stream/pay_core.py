@@ -130,9 +130,16 @@ class FailureKind(enum.Enum):
     """The caller's cancel scope or deadline stopped the payment."""
 
 
+def _reject_text(reject: Reject) -> str:
+    """``T04 Insufficient Liquidity: <message>``, for failure messages."""
+    text = f": {reject.message}" if reject.message else ""
+    return f"{reject.code} {reject.code.description}{text}"
+
+
 @dataclass(frozen=True, slots=True)
 class PaymentFailure:
-    """Why a payment ended early: the kind, an ILP error code and its origin when one caused it."""
+    """Why a payment ended early: the kind, an ILP error code and its origin when one caused it
+    (for an idle timeout: the last Reject, if any, such as a ``T04`` of a credit limit)."""
 
     kind: FailureKind
     message: str
@@ -483,6 +490,8 @@ class PaymentCore:
         self._probe_pending: set[int] = set(_PROBE_AMOUNTS)
         self._probes_in_flight = 0
         self._probe_error: PaymentFailure | None = None
+        self._last_reject: Reject | None = None
+        """The last Reject of a money packet: what an idle timeout reports."""
         self._probe_samples: list[tuple[int, int]] = []
 
         # congestion control
@@ -547,12 +556,7 @@ class PaymentCore:
             self._probe_queue.clear()
 
     def _fail_reject(self, reject: Reject, what: str) -> None:
-        text = f": {reject.message}" if reject.message else ""
-        self._fail(
-            FailureKind.REJECTED,
-            f"{what} was rejected with {reject.code} {reject.code.description}{text}",
-            reject,
-        )
+        self._fail(FailureKind.REJECTED, f"{what} was rejected with {_reject_text(reject)}", reject)
 
     def cancel(self, now: float) -> None:
         """The caller stopped the payment: send nothing more (in-flight packets still count)."""
@@ -594,9 +598,12 @@ class PaymentCore:
                 )
                 return None
         elif now >= self._last_fulfill + self._idle_timeout:
+            last = self._last_reject
+            why = "" if last is None else f"; the last Reject: {_reject_text(last)}"
             self._fail(
                 FailureKind.IDLE_TIMEOUT,
-                f"no packet was fulfilled for {self._idle_timeout:g} s",
+                f"no packet was fulfilled for {self._idle_timeout:g} s{why}",
+                last,
             )
             return None
         if now < self._backoff_until:
@@ -890,6 +897,7 @@ class PaymentCore:
         self, request: PacketRequest, reply: Reject, stream: StreamPacket | None, now: float
     ) -> None:
         self._rejected += 1
+        self._last_reject = reply
         code = reply.code
         first = code[:1]
         if stream is not None:
@@ -969,6 +977,14 @@ class PaymentCore:
             # limit on the path caps what a packet can carry now. Search below it, as for F08
             # without data; waiting would not make a 10^12 probe fit a limit of 10^4.
             self._max_packet.reduce(amount, None, None)
+            if self._probe_error is None:
+                # What to report if not even 1 unit gets through: a credit limit used up.
+                self._probe_error = PaymentFailure(
+                    FailureKind.REJECTED,
+                    f"probing was rejected with {_reject_text(reply)}",
+                    str(code),
+                    reply.triggered_by,
+                )
         elif code[:1] == "T":
             self._back_off(request, now)
             self._queue_probe(amount)
@@ -986,10 +1002,9 @@ class PaymentCore:
             # convert 10^12 units); search below it, and report this error if nothing gets through.
             self._max_packet.reduce(amount, None, None)
             if self._probe_error is None:
-                text = f": {reply.message}" if reply.message else ""
                 self._probe_error = PaymentFailure(
                     FailureKind.REJECTED,
-                    f"probing was rejected with {code} {code.description}{text}",
+                    f"probing was rejected with {_reject_text(reply)}",
                     str(code),
                     reply.triggered_by,
                 )

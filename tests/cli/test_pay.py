@@ -396,11 +396,17 @@ def test_spsp_failures(world: World, error: SpspError, code: ExitCode, kind: str
     assert out["destination"]["address"] is None
 
 
-def test_no_route_to_the_receiver_is_unreachable(world: World) -> None:
+@pytest.mark.parametrize("command", ["pay", "quote"])
+def test_no_route_to_the_receiver_is_unreachable(world: World, command: str) -> None:
     world.unroutable = True
-    result = run("pay", RECEIVER, "1000")
+    result = run(command, RECEIVER, "1000")
     assert result.exit_code == ExitCode.UNREACHABLE
-    assert "F02" in result.stderr and result.stderr.endswith("Nothing was sent.\n")
+    assert "F02" in result.stderr and "Nothing was sent" in result.stderr
+    # --json names the Reject that ended it.
+    result, out = run_json(command, RECEIVER, "1000")
+    assert result.exit_code == ExitCode.UNREACHABLE
+    assert out["error"]["code"] == "F02"
+    assert out["error"]["triggered_by"] == "test.connector"
 
 
 def test_unreachable_connector() -> None:

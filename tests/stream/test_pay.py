@@ -462,9 +462,31 @@ async def test_persistent_t04_ends_with_idle_timeout(
     result = await pay(p, RECEIVER, SECRET, source_amount=10_000, idle_timeout=20)
     assert result.status is PaymentStatus.PARTIAL
     assert result.error is not None and result.error.kind is FailureKind.IDLE_TIMEOUT
+    # It names what kept the packets from going through.
+    assert (result.error.code, result.error.triggered_by) == ("T04", CONNECTOR)
+    assert "the last Reject: T04 Insufficient Liquidity: insufficient liquidity" in str(
+        result.error
+    )
     assert result.amount_sent == 2_000 == p.money_sent
     assert result.amount_delivered == p.receiver.total == 2_000
     assert 20 <= trio.current_time() - start < 40
+
+
+async def test_a_credit_limit_used_up_before_the_payment_says_so(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    async def exhausted(prepare: Prepare) -> Reply | None:
+        if prepare.amount > 0:
+            return Reject(ErrorCode("T04"), CONNECTOR, "account alice has used its credit limit")
+        return None
+
+    p = path(hook=exhausted)
+    result = await pay(p, RECEIVER, SECRET, source_amount=1000, probe_timeout=5)
+    assert result.status is PaymentStatus.FAILED
+    assert result.amount_sent == 0 == p.money_sent
+    assert result.error is not None and result.error.kind is FailureKind.REJECTED
+    assert (result.error.code, result.error.triggered_by) == ("T04", CONNECTOR)
+    assert "credit limit" in str(result.error)
 
 
 async def test_final_error_ends_the_payment(autojump_clock: trio.testing.MockClock) -> None:

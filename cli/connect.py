@@ -38,7 +38,7 @@ from ilp.link import IlpLink
 from ilp.peer import PEER_EXPIRY
 
 from .exit_codes import ExitCode
-from .output import CliError
+from .output import CliError, sentence
 from .uplink import Uplink
 
 
@@ -85,7 +85,7 @@ def connect_error(uplink: Uplink, exc: Exception) -> CliError | None:
     if isinstance(exc, ValueError):  # an invalid uplink URL
         return CliError(f"invalid uplink URL: {exc}", ExitCode.USAGE)
     if isinstance(exc, IlpError):
-        return CliError(f"{exc}.", ExitCode.UNREACHABLE)
+        return CliError(sentence(exc), ExitCode.UNREACHABLE)
     return None
 
 
@@ -127,7 +127,7 @@ def http_ildcp_error(uplink: Uplink, exc: Exception) -> CliError | None:
             ExitCode.UNREACHABLE,
         )
     if isinstance(exc, TransportError):
-        return CliError(f"{exc}.", ExitCode.UNREACHABLE)
+        return CliError(sentence(exc), ExitCode.UNREACHABLE)
     if isinstance(exc, IldcpError):
         reject = exc.reject
         if reject is not None and reject.code == "R00" and not reject.triggered_by:

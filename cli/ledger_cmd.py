@@ -15,7 +15,7 @@ from ilp.ledger import Ledger, LedgerError, LedgerTotal, StoredCredit
 
 from .exit_codes import ExitCode
 from .main_options import debug_option
-from .output import CliError, print_json
+from .output import CliError, print_json, sentence
 from .render import iso_utc
 
 LEDGER_HELP = (
@@ -88,7 +88,7 @@ def ledger_command(ledger: str | None, limit: int | None, as_json: bool) -> None
             credits = book.credits()
             totals = book.totals()
     except LedgerError as exc:
-        raise CliError(f"{exc}.", ExitCode.INVALID_INPUT) from None
+        raise CliError(sentence(exc), ExitCode.INVALID_INPUT) from None
     if limit is not None:
         credits = credits[-limit:]
     if as_json:

@@ -19,7 +19,7 @@ from ilp.node.store import StoreError
 
 from .exit_codes import ExitCode
 from .main_options import debug_option, is_debug, stop_cli_logging
-from .output import CliError, print_json
+from .output import CliError, print_json, sentence
 
 NODE_EXIT_CODES = """\b
 Exit codes:
@@ -215,7 +215,7 @@ def node_command(
             default_data_dir=default_data_dir(),
         )
     except ConfigError as exc:
-        raise CliError(f"{exc}.", ExitCode.USAGE) from None
+        raise CliError(sentence(exc), ExitCode.USAGE) from None
     try:
         stopped_by = trio.run(run_node, config, as_json)
     except OSError as exc:
@@ -225,13 +225,15 @@ def node_command(
             ExitCode.USAGE,
         ) from None
     except StoreError as exc:
-        raise CliError(f"{exc}. Choose another --data-dir.", ExitCode.INVALID_INPUT) from None
+        raise CliError(
+            f"{sentence(exc)} Choose another --data-dir.", ExitCode.INVALID_INPUT
+        ) from None
     except ConfigError as exc:
-        raise CliError(f"{exc}.", ExitCode.USAGE) from None
+        raise CliError(sentence(exc), ExitCode.USAGE) from None
     except IlpError as exc:
         raise CliError(
-            f"could not learn our address from the parent: {exc}. Check its url, or set an "
-            "address.",
+            f"could not learn our address from the parent: {sentence(exc)} Check its url, or set "
+            "an address.",
             ExitCode.UNREACHABLE,
         ) from None
     if stopped_by == "SIGINT":

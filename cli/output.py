@@ -11,6 +11,12 @@ from rich.console import Console
 from .exit_codes import ExitCode
 
 
+def sentence(text: object) -> str:
+    """``text`` ending with one period (exception texts may already have one)."""
+    text = str(text).rstrip()
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
 class CliError(Exception):
     """A failure a command reports as ``Error: <message>`` with an exit code, no traceback."""
 

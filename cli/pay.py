@@ -58,7 +58,7 @@ from .amounts import AMOUNT, AmountArg
 from .connect import open_uplink
 from .exit_codes import ExitCode
 from .main_options import SECONDS, debug_option
-from .output import CliError, print_error, print_json, stderr_console
+from .output import CliError, print_error, print_json, sentence, stderr_console
 from .uplink import Uplink, resolve_uplink, uplink_option
 
 PAY_EXIT_CODES = """\b
@@ -427,10 +427,11 @@ async def _run(
 
 def _spsp_error(exc: SpspError) -> CliError:
     if isinstance(exc, SpspTimeoutError):
-        return CliError(f"{exc}.", ExitCode.TIMEOUT)
+        return CliError(sentence(exc), ExitCode.TIMEOUT)
     if isinstance(exc, SpspUnreachableError):
         return CliError(
-            f"{exc}. Check the payment pointer and that the receiver is up.", ExitCode.UNREACHABLE
+            f"{sentence(exc)} Check the payment pointer and that the receiver is up.",
+            ExitCode.UNREACHABLE,
         )
     return CliError(str(exc), ExitCode.FAILED)
 
@@ -834,8 +835,7 @@ def _before_money(session: Session, exc: CliError, what: str) -> CliError:
         return CliError(f"interrupted. {what}", ExitCode.INTERRUPTED)
     if session.stopped == "timeout":
         return CliError(f"timed out after {session.args.timeout:g} s. {what}", ExitCode.TIMEOUT)
-    message = exc.message if exc.message.endswith(".") else exc.message + "."
-    return CliError(f"{message} {what}", exc.exit_code)
+    return CliError(f"{sentence(exc.message)} {what}", exc.exit_code)
 
 
 def _stopped_early(session: Session, what: str) -> CliError:

@@ -2,7 +2,7 @@
 
 ::
 
-    address = "test.mynode"          # omit to ask the parent account over ILDCP
+    address = "test.mynode"          # "" asks the parent account over ILDCP (omitted: private.node)
     asset_code = "XRP"
     asset_scale = 9
     data_dir = "node-data"           # the SQLite store lives here; omit for the default

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 from ilp_cli.connect import open_http_uplink
 from ilp_cli.exit_codes import ExitCode
 from ilp_cli.main import cli
-from ilp_cli.output import CliError
+from ilp_cli.output import CliError, sentence
 from ilp_cli.uplink import Uplink, resolve_uplink
 
 from ilp.http import IlpHttpApp, serve_ilp_http
@@ -261,3 +261,10 @@ async def test_http_uplink_answers_that_are_not_ildcp(
     assert raised.value.exit_code == code
     assert words.format(port=port) in str(raised.value)
     assert "secret-token" not in str(raised.value)
+
+
+def test_messages_end_with_one_period() -> None:
+    assert (
+        sentence("the parent refused. Check the token.") == "the parent refused. Check the token."
+    )
+    assert sentence(ValueError("no address")) == "no address."

@@ -63,12 +63,9 @@ def unreachable_message(uplink: Uplink, reason: str) -> str:
 
 def _short_reason(reason: str) -> str:
     lowered = reason.lower()
-    if "refused" in lowered:
-        return "connection refused"
     if "timed out" in lowered or "timeout" in lowered:
         return "timed out"
-    # The client's own message already names the URL; keep what comes after it.
-    return reason.rsplit(": ", 1)[-1] if ": " in reason else reason
+    return reason
 
 
 def connect_error(uplink: Uplink, exc: Exception) -> CliError | None:
@@ -79,7 +76,7 @@ def connect_error(uplink: Uplink, exc: Exception) -> CliError | None:
     if isinstance(exc, AuthError):
         return CliError(f"{exc} (--uplink / ILP_UPLINK).", ExitCode.AUTH_REFUSED)
     if isinstance(exc, ConnectError):
-        return CliError(unreachable_message(uplink, str(exc)), ExitCode.UNREACHABLE)
+        return CliError(unreachable_message(uplink, exc.reason), ExitCode.UNREACHABLE)
     if isinstance(exc, IldcpError):
         return CliError(f"the connector did not give us an address: {exc}.", ExitCode.FAILED)
     if isinstance(exc, ValueError):  # an invalid uplink URL
@@ -119,7 +116,7 @@ def http_ildcp_error(uplink: Uplink, exc: Exception) -> CliError | None:
             ExitCode.AUTH_REFUSED,
         )
     if isinstance(exc, ConnectError):
-        return CliError(unreachable_message(uplink, str(exc)), ExitCode.UNREACHABLE)
+        return CliError(unreachable_message(uplink, exc.reason), ExitCode.UNREACHABLE)
     if isinstance(exc, HttpStatusError):
         return CliError(
             f"the connector at {where} did not take our ILDCP request (HTTP {exc.status}). "

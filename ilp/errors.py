@@ -51,7 +51,13 @@ class TransportError(IlpError):
 
 
 class ConnectError(TransportError):
-    """The peer could not be reached."""
+    """The peer could not be reached. ``reason`` says why in a few words (``connection
+    refused``, ``the WebSocket upgrade was refused with HTTP 405``), for a message that names
+    the peer itself; it defaults to the whole message."""
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = message if reason is None else reason
 
 
 class AuthError(TransportError):

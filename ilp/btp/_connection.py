@@ -143,7 +143,7 @@ async def client_websocket(
     host_header = host if port in (80, 443) else f"{host}:{port}"
 
     def failed(why: str) -> ConnectError:
-        return ConnectError(f"cannot reach the connector at {label} ({why})")
+        return ConnectError(f"cannot reach the connector at {label} ({why})", why)
 
     stream: trio.abc.Stream
     try:

@@ -314,7 +314,8 @@ class BtpClient:
                 False,
                 ConnectError(
                     f"the connector at {self.url} did not answer the BTP auth request within "
-                    f"{self._connect_timeout:g} s"
+                    f"{self._connect_timeout:g} s",
+                    f"no answer to the BTP auth request within {self._connect_timeout:g} s",
                 ),
             )
         except WebSocketClosedError as exc:
@@ -322,7 +323,8 @@ class BtpClient:
                 False,
                 ConnectError(
                     f"the connector at {self.url} closed the connection during BTP "
-                    f"authentication ({describe_close(exc)})"
+                    f"authentication ({describe_close(exc)})",
+                    f"it closed the connection during BTP authentication ({describe_close(exc)})",
                 ),
             )
         conn = BtpConnection(
@@ -345,7 +347,13 @@ class BtpClient:
         finally:
             self._conn = None
             self._notify()
-        return _Ended(True, ConnectError(f"lost the connection to {self.url}: {conn.close_reason}"))
+        return _Ended(
+            True,
+            ConnectError(
+                f"lost the connection to {self.url}: {conn.close_reason}",
+                f"lost the connection: {conn.close_reason}",
+            ),
+        )
 
     def _auth_error(self, event: AuthRefused) -> AuthError:
         text = event.error.text

@@ -273,9 +273,10 @@ class HttpLink:
             try:
                 response = await self._pool.post(request, MAX_REPLY_SIZE)
             except _NoConnectionError as exc:
+                reason = transport_reason(exc)
                 raise ConnectError(
-                    f"cannot reach the ILP-over-HTTP peer at {_shown(self.url)} "
-                    f"({transport_reason(exc)})"
+                    f"cannot reach the ILP-over-HTTP peer at {_shown(self.url)} ({reason})",
+                    reason,
                 ) from exc
             except HttpProtocolError as exc:
                 raise TransportError(

@@ -268,3 +268,14 @@ def test_messages_end_with_one_period() -> None:
         sentence("the parent refused. Check the token.") == "the parent refused. Check the token."
     )
     assert sentence(ValueError("no address")) == "no address."
+
+
+async def test_a_port_that_is_not_btp_is_not_called_refused(nursery: trio.Nursery) -> None:
+    # An HTTP server where a BTP connector was expected: it answers, so say what it answered.
+    port = await nursery.start(serve_ilp_http, ildcp_server())
+    done = await ilp("query-address", "-u", f"btp+ws://me:secret-token@127.0.0.1:{port}")
+    assert done.returncode == ExitCode.UNREACHABLE
+    assert done.stderr.decode() == (
+        f"Error: cannot reach the connector at ws://127.0.0.1:{port} (the WebSocket upgrade was "
+        "refused with HTTP 405). Start one, or set --uplink / ILP_UPLINK.\n"
+    )

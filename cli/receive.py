@@ -175,19 +175,19 @@ def spsp_url(host: str, port: int) -> str:
     return f"http://{shown}:{port}/.well-known/pay"
 
 
-def payment_pointer(host: str, port: int) -> str | None:
-    """``$host:port`` for a host others can reach, None for loopback or unspecified addresses
-    (``$127.0.0.1`` is no payment pointer). A pointer means HTTPS: it works behind a TLS proxy."""
+def payment_pointer(host: str) -> str | None:
+    """``$host`` for a host others can reach, None for loopback or unspecified addresses
+    (``$127.0.0.1`` is no payment pointer). A pointer has no port and means
+    ``https://host/.well-known/pay``: it reaches us through a TLS proxy on port 443 only."""
     if host.lower() == "localhost" or host.lower().endswith(".localhost"):
         return None
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
-        return f"${host}" if port == 443 else f"${host}:{port}"
+        return f"${host}"
     if ip.is_loopback or ip.is_unspecified:
         return None
-    shown = f"[{host}]" if ip.version == 6 else host
-    return f"${shown}" if port == 443 else f"${shown}:{port}"
+    return f"$[{host}]" if ip.version == 6 else f"${host}"
 
 
 ILP_PATH = "/ilp"
@@ -356,7 +356,7 @@ def _ready(receiver: Receiver, port: int) -> None:
     config = receiver.config
     assert config is not None
     url = spsp_url(args.host, port)
-    pointer = payment_pointer(args.host, port)
+    pointer = payment_pointer(args.host)
     if args.as_json:
         print_json(
             {
@@ -379,7 +379,8 @@ def _ready(receiver: Receiver, port: int) -> None:
         f"Receiving at {config.client_address} ({config.asset_code}, scale "
         f"{config.asset_scale}){want}.\nSPSP: {url}\n"
         + (
-            f"Payment pointer: {pointer} (it means HTTPS: put a TLS proxy in front)\n"
+            f"Payment pointer: {pointer} (it means https://{pointer[1:]}/.well-known/pay: put a "
+            f"TLS proxy on port 443 in front of port {port})\n"
             if pointer
             else ""
         )

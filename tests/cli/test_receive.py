@@ -28,6 +28,7 @@ from ilp.node.config import NodeConfig
 from ilp.node.node import open_node
 from ilp.packet import Fulfill, Prepare
 from ilp.spsp import SpspApp
+from ilp.spsp.pointer import resolve_payment_pointer
 from tests.spsp.test_server import FakeCredentials
 
 WHEN = datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC)
@@ -42,13 +43,16 @@ def test_urls_and_pointers() -> None:
     assert spsp_url("127.0.0.1", 7780) == "http://127.0.0.1:7780/.well-known/pay"
     assert spsp_url("0.0.0.0", 80) == "http://127.0.0.1:80/.well-known/pay"
     assert spsp_url("::", 81) == "http://[::1]:81/.well-known/pay"
-    assert payment_pointer("127.0.0.1", 7780) is None
-    assert payment_pointer("localhost", 7780) is None
-    assert payment_pointer("0.0.0.0", 7780) is None
-    assert payment_pointer("::1", 7780) is None
-    assert payment_pointer("pay.example", 443) == "$pay.example"
-    assert payment_pointer("pay.example", 8080) == "$pay.example:8080"
-    assert payment_pointer("192.0.2.7", 8080) == "$192.0.2.7:8080"
+    assert payment_pointer("127.0.0.1") is None
+    assert payment_pointer("localhost") is None
+    assert payment_pointer("0.0.0.0") is None
+    assert payment_pointer("::1") is None
+    assert payment_pointer("pay.example") == "$pay.example"
+    # No port: a payment pointer cannot have one (ilp pay refuses it), it means port 443.
+    assert payment_pointer("192.0.2.7") == "$192.0.2.7"
+    assert payment_pointer("2001:db8::7") == "$[2001:db8::7]"
+    for pointer in ("$pay.example", "$192.0.2.7", "$[2001:db8::7]"):
+        assert resolve_payment_pointer(pointer) == f"https://{pointer[1:]}/.well-known/pay"
     assert ilp_url("0.0.0.0", 7780) == "http://127.0.0.1:7780/ilp"
     assert ilp_url("::", 81) == "http://[::1]:81/ilp"
 

@@ -39,7 +39,12 @@ async def query(uplink: Uplink, timeout: float) -> IldcpResponse:
 @click.option("--json", "as_json", is_flag=True, help="Print {address, asset_code, asset_scale}.")
 @debug_option
 def query_address(uplink: str | None, timeout: float, as_json: bool) -> None:
-    """Ask the connector for our ILP address and asset (ILDCP)."""
+    """Ask the connector for our ILP address and asset (ILDCP).
+
+    \b
+    Exit codes: 0 answered; 2 bad command line; 4 the connector gave no address; 5 it cannot
+    be reached; 6 it did not answer in time; 8 it refused our credentials.
+    """
     resolved = resolve_uplink(uplink)
     config = trio.run(query, resolved, timeout)
     if as_json:

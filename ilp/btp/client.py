@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import ssl
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -52,6 +53,15 @@ from .url import BtpUrl, parse_btp_url
 __all__ = ["BtpClient", "connect_btp", "open_btp_client"]
 
 _log = logging.getLogger("ilp.btp.client")
+
+
+def redact(text: str, secret: str | None) -> str:
+    """``text`` with every occurrence of ``secret`` as a word of its own replaced by ``***``
+    (a connector may echo the token it refused). Not inside other words: a token ``t`` must
+    not turn "wrong token" into "wrong ***oken"."""
+    if not secret:
+        return text
+    return re.sub(rf"(?<![\w-]){re.escape(secret)}(?![\w-])", "***", text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,10 +366,7 @@ class BtpClient:
         )
 
     def _auth_error(self, event: AuthRefused) -> AuthError:
-        text = event.error.text
-        token = self._url.token
-        if token:
-            text = text.replace(token, "***")
+        text = redact(event.error.text, self._url.token)
         detail = f": {text}" if text else ""
         return AuthError(
             f"the connector at {self.url} refused our credentials "

@@ -31,6 +31,7 @@ from ilp.btp import (
 )
 from ilp.btp._connection import RandomPool, client_websocket
 from ilp.btp._websocket import CloseReason, WebSocket, WebSocketClosedError
+from ilp.btp.client import redact
 from ilp.errors import AuthError, ConnectError
 from ilp.link import IlpLink, PrepareHandler, Reply
 from ilp.packet import ErrorCode, Fulfill, Prepare, Reject
@@ -799,3 +800,11 @@ async def test_persistent_client_dials_until_accepted() -> None:
             assert refusals == 2 and client.connections == 1
             await client.aclose()
             nursery.cancel_scope.cancel()
+
+
+def test_redact_hides_the_token_but_no_piece_of_other_words() -> None:
+    assert redact("invalid auth_token wrong-t0ken", "wrong-t0ken") == "invalid auth_token ***"
+    assert redact('token "s3cret" refused', "s3cret") == 'token "***" refused'
+    assert redact("unknown account or wrong token", "t") == "unknown account or wrong token"
+    assert redact("a.b+c", "b+c") == "a.***"
+    assert redact("text", None) == redact("text", "") == "text"

@@ -975,16 +975,9 @@ class PaymentCore:
         elif code == "T04" and amount > self._max_packet.greatest_ack:
             # Insufficient liquidity for a probe larger than any that got through: a credit
             # limit on the path caps what a packet can carry now. Search below it, as for F08
-            # without data; waiting would not make a 10^12 probe fit a limit of 10^4.
-            self._max_packet.reduce(amount, None, None)
-            if self._probe_error is None:
-                # What to report if not even 1 unit gets through: a credit limit used up.
-                self._probe_error = PaymentFailure(
-                    FailureKind.REJECTED,
-                    f"probing was rejected with {_reject_text(reply)}",
-                    str(code),
-                    reply.triggered_by,
-                )
+            # without data; waiting would not make a 10^12 probe fit a limit of 10^4. If not
+            # even 1 unit gets through, the T04 is what to report: a credit limit used up.
+            self._probe_too_large(amount, reply)
         elif code[:1] == "T":
             self._back_off(request, now)
             self._queue_probe(amount)
@@ -1000,16 +993,21 @@ class PaymentCore:
         elif amount > self._max_packet.greatest_ack:
             # A final error on a large probe may be about its size (a connector may fail to
             # convert 10^12 units); search below it, and report this error if nothing gets through.
-            self._max_packet.reduce(amount, None, None)
-            if self._probe_error is None:
-                self._probe_error = PaymentFailure(
-                    FailureKind.REJECTED,
-                    f"probing was rejected with {_reject_text(reply)}",
-                    str(code),
-                    reply.triggered_by,
-                )
+            self._probe_too_large(amount, reply)
         else:
             self._fail_reject(reply, f"a probe of {amount}")
+
+    def _probe_too_large(self, amount: int, reply: Reject) -> None:
+        """Search for the packet size below ``amount``; keep the first such Reject, the failure
+        to report if no probe gets through."""
+        self._max_packet.reduce(amount, None, None)
+        if self._probe_error is None:
+            self._probe_error = PaymentFailure(
+                FailureKind.REJECTED,
+                f"probing was rejected with {_reject_text(reply)}",
+                str(reply.code),
+                reply.triggered_by,
+            )
 
     def _add_probe_sample(self, sent: int, arrived: int) -> None:
         """Recompute the rate bounds from every probe so far, smallest first.

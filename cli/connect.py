@@ -78,7 +78,9 @@ def connect_error(uplink: Uplink, exc: Exception) -> CliError | None:
     if isinstance(exc, ConnectError):
         return CliError(unreachable_message(uplink, exc.reason), ExitCode.UNREACHABLE)
     if isinstance(exc, IldcpError):
-        return CliError(f"the connector did not give us an address: {exc}.", ExitCode.FAILED)
+        return CliError(
+            f"the connector did not give us an address: {sentence(exc)}", ExitCode.FAILED
+        )
     if isinstance(exc, ValueError):  # an invalid uplink URL
         return CliError(f"invalid uplink URL: {exc}", ExitCode.USAGE)
     if isinstance(exc, IlpError):
@@ -100,14 +102,13 @@ def _only_cancellations(cause: BaseException | None) -> bool:
     return rest is None
 
 
-def http_ildcp_error(uplink: Uplink, exc: Exception) -> CliError | None:
-    """The CLI error for an ILDCP request over ILP over HTTP that failed (the exceptions of
-    :meth:`HttpLink.request <ilp.http.HttpLink.request>`, or :class:`IldcpError`); None for
-    other exceptions.
+def http_ildcp_error(uplink: Uplink, exc: IldcpError | TransportError) -> CliError:
+    """The CLI error for an ILDCP request over ILP over HTTP that failed (an exception of
+    :meth:`HttpLink.request <ilp.http.HttpLink.request>`, or :class:`IldcpError`).
 
-    The connector could not be reached (5), refused our token (8), answered with another HTTP
-    status or something unreadable (5), or did not answer in time (6: the link's own R00). A
-    Reject from the connector itself means it gave us no address (4), as over BTP.
+    What only HTTP has is mapped here: our token refused (8), another HTTP status (5), no answer
+    in time (6: the link's own R00). The rest as over BTP (:func:`connect_error`): unreachable or
+    unreadable (5), a Reject from the connector itself, no address for us (4).
     """
     where = uplink_text(uplink.url)
     if isinstance(exc, AuthError):
@@ -115,22 +116,18 @@ def http_ildcp_error(uplink: Uplink, exc: Exception) -> CliError | None:
             f"the connector at {where} refused our token (--uplink / ILP_UPLINK).",
             ExitCode.AUTH_REFUSED,
         )
-    if isinstance(exc, ConnectError):
-        return CliError(unreachable_message(uplink, exc.reason), ExitCode.UNREACHABLE)
     if isinstance(exc, HttpStatusError):
         return CliError(
             f"the connector at {where} did not take our ILDCP request (HTTP {exc.status}). "
             "Check the URL in --uplink / ILP_UPLINK.",
             ExitCode.UNREACHABLE,
         )
-    if isinstance(exc, TransportError):
-        return CliError(sentence(exc), ExitCode.UNREACHABLE)
-    if isinstance(exc, IldcpError):
-        reject = exc.reject
-        if reject is not None and reject.code == "R00" and not reject.triggered_by:
-            return CliError(f"the connector at {where} did not answer in time.", ExitCode.TIMEOUT)
-        return CliError(f"the connector did not give us an address: {exc}.", ExitCode.FAILED)
-    return None
+    reject = exc.reject if isinstance(exc, IldcpError) else None
+    if reject is not None and reject.code == "R00" and not reject.triggered_by:
+        return CliError(f"the connector at {where} did not answer in time.", ExitCode.TIMEOUT)
+    mapped = connect_error(uplink, exc)
+    assert mapped is not None  # connect_error maps every IlpError
+    return mapped
 
 
 @asynccontextmanager
@@ -166,9 +163,7 @@ async def open_http_uplink(uplink: Uplink) -> AsyncIterator[tuple[HttpLink, Ildc
         try:
             config = decode_response(await link.request(request))
         except (IldcpError, TransportError) as exc:
-            mapped = http_ildcp_error(uplink, exc)
-            assert mapped is not None
-            raise mapped from None
+            raise http_ildcp_error(uplink, exc) from None
         link.address = config.client_address
         yield link, config
 
